@@ -1,0 +1,166 @@
+"""Downsampling strategies: one factory, one registry, three places in a network.
+
+A CNN downsamples at three kinds of places, and each strategy says what goes there:
+
+* ``block``: a conv block that also halves the resolution (ResNet's strided 3x3, the red-green net);
+* ``pool``: a pooling position between stages (VGG / All-CNN);
+* ``shortcut``: a residual projection that must match a downsampling ``block``.
+
+=========  ========================  ===============================  ==========================
+strategy   block                     pool position                    shortcut
+=========  ========================  ===============================  ==========================
+conv       conv(k, s2)+norm+act      conv(kernel_size, s2)+norm+act   conv1x1(s2)+norm
+           (All-CNN-C: the pool becomes a stride-2 conv, Springenberg et al. 2014)
+strided    conv(k, s2)+norm+act      nothing: the stage's last conv   conv1x1(s2)+norm
+                                     gets stride 2 (Strided-CNN-C)
+maxpool    conv(s1)+act+MaxPool(2)   MaxPool(pool, s2)                MaxPool(2)+conv1x1+norm
+avgpool    conv(s1)+act+AvgPool(2)   AvgPool(pool, s2)                AvgPool(2)+conv1x1+norm
+blurpool   conv(s1)+act+Blur(s2)     MaxPool(2, s1)+Blur(s2)          Blur(s2)+conv1x1+norm
+=========  ========================  ===============================  ==========================
+
+``blurpool`` follows Zhang 2019 (ICML), Sec. 3: MaxPool -> MaxBlurPool, StridedConv -> ConvBlurPool,
+and Blur before the 1x1 projection of a residual shortcut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from collections import OrderedDict
+
+import torch.nn as nn
+
+from stridelab.errors import ConfigError, choose
+from stridelab.layers.blur import BlurPool2d
+from stridelab.layers.conv import ConvKit
+from stridelab.layers.pool import create_pool
+
+DOWNSAMPLE_REGISTRY: dict[str, type["Downsample"]] = {}
+
+
+def register_downsample(cls):
+    DOWNSAMPLE_REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclass
+class Downsample:
+    """Base strategy. ``pool_size``: window of pooling positions (None: the model's own)."""
+
+    name: ClassVar[str] = "base"
+    # True when pooling positions are removed and the preceding conv takes the stride instead.
+    strides_previous_conv: ClassVar[bool] = False
+    pool_size: int | None = None
+
+    def block(self, kit: ConvKit, in_chs: int, out_chs: int, kernel_size: int = 3) -> nn.Module:
+        raise NotImplementedError
+
+    def pool(self, kit: ConvKit, channels: int, pool_size: int) -> nn.Module | None:
+        raise NotImplementedError
+
+    def shortcut(self, kit: ConvKit, in_chs: int, out_chs: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _pool_size(self, model_default: int) -> int:
+        return int(self.pool_size or model_default)
+
+
+@register_downsample
+@dataclass
+class ConvDownsample(Downsample):
+    """Stride-2 convolution (the all-convolutional choice). ``kernel_size`` for pool positions."""
+
+    name: ClassVar[str] = "conv"
+    kernel_size: int = 3
+
+    def block(self, kit, in_chs, out_chs, kernel_size=3):
+        return kit.conv_block(in_chs, out_chs, kernel_size, stride=2)
+
+    def pool(self, kit, channels, pool_size):
+        return kit.conv_block(channels, channels, self.kernel_size, stride=2)
+
+    def shortcut(self, kit, in_chs, out_chs):
+        return nn.Sequential(OrderedDict(conv=kit.conv(in_chs, out_chs, 1, stride=2), norm=kit.norm_layer(out_chs)))
+
+
+@register_downsample
+@dataclass
+class StridedDownsample(ConvDownsample):
+    """Springenberg's Strided-CNN: pooling removed, the conv before it strided."""
+
+    name: ClassVar[str] = "strided"
+    strides_previous_conv: ClassVar[bool] = True
+
+    def pool(self, kit, channels, pool_size):
+        return None
+
+
+@dataclass
+class _PoolDownsample(Downsample):
+    kind: ClassVar[str] = "max"
+
+    def _reduce(self, kit, channels, pool_size=2):
+        return create_pool(self.kind, pool_size, 2, kit.padding.mode)
+
+    def block(self, kit, in_chs, out_chs, kernel_size=3):
+        return nn.Sequential(OrderedDict(block=kit.conv_block(in_chs, out_chs, kernel_size, stride=1),
+                                  pool=self._reduce(kit, out_chs, self._pool_size(2))))
+
+    def pool(self, kit, channels, pool_size):
+        return self._reduce(kit, channels, self._pool_size(pool_size))
+
+    def shortcut(self, kit, in_chs, out_chs):
+        return nn.Sequential(OrderedDict(pool=self._reduce(kit, in_chs, 2), conv=kit.conv(in_chs, out_chs, 1),
+                                  norm=kit.norm_layer(out_chs)))
+
+
+@register_downsample
+@dataclass
+class MaxPoolDownsample(_PoolDownsample):
+    name: ClassVar[str] = "maxpool"
+    kind: ClassVar[str] = "max"
+
+
+@register_downsample
+@dataclass
+class AvgPoolDownsample(_PoolDownsample):
+    name: ClassVar[str] = "avgpool"
+    kind: ClassVar[str] = "avg"
+
+
+@register_downsample
+@dataclass
+class BlurPoolDownsample(_PoolDownsample):
+    """Anti-aliased downsampling (Zhang 2019) with a ``filter_size`` binomial filter."""
+
+    name: ClassVar[str] = "blurpool"
+    filter_size: int = 3
+
+    def __post_init__(self):
+        if not 1 <= int(self.filter_size) <= 7:
+            raise ConfigError(
+                f"downsample.filter_size={self.filter_size} is not supported: the binomial blur takes "
+                "1 to 7 taps (Zhang 2019 uses 2 to 7; 3 is common). Set downsample.filter_size=3."
+            )
+
+    def _reduce(self, kit, channels, pool_size=2):
+        return BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding)
+
+    def pool(self, kit, channels, pool_size):
+        # MaxBlurPool: max over a dense 2x2 window (stride 1), then blur and subsample.
+        return nn.Sequential(OrderedDict(max=create_pool("max", 2, 1, kit.padding.mode),
+                                  blur=BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding)))
+
+
+def create_downsample(name: str, **kwargs) -> Downsample:
+    """Build a downsampling strategy by registry name (``conv``, ``strided``, ``maxpool``, ...)."""
+    choose("downsample", name, DOWNSAMPLE_REGISTRY)
+    cls = DOWNSAMPLE_REGISTRY[name]
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(
+            f"downsample={name} does not take the options {sorted(kwargs)} ({err}). "
+            f"Its options are: {', '.join(f for f in cls.__dataclass_fields__)}."
+        ) from None

@@ -1,0 +1,42 @@
+"""A plain VGG-style CNN: ``stages`` x (``depth`` 3x3 conv blocks, then a downsampling point)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch.nn as nn
+
+from stridelab.models.base import ClassifierHead, StagedNet, resolve_parts
+
+
+class SimpleCNN(StagedNet):
+    """Stage ``i`` has ``width * width_mult**i`` channels and ends with the downsampling strategy's
+    pool position (``pool_size`` x ``pool_size`` window). With ``downsample=strided`` the stage's
+    last conv takes the stride instead. Global average pool and a linear layer classify.
+    """
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, downsample=None, padding=None,
+                 width: int = 32, stages: int = 3, depth: int = 2, width_mult: float = 2.0,
+                 pool_size: int = 2, norm: str = "batch", act: str = "relu", dropout: float = 0.0) -> None:
+        super().__init__()
+        ds, kit = resolve_parts(downsample, padding, norm, act)
+        self.stem = kit.conv_block(in_chans, width, 3)
+        chs = width
+        blocks = []
+        self.stage_reductions = []
+        for i in range(stages):
+            out = int(round(width * width_mult**i))
+            layers = []
+            for j in range(depth):
+                last = j == depth - 1
+                if last and ds.strides_previous_conv:
+                    layers.append((f"conv{j}", ds.block(kit, chs, out, 3)))
+                else:
+                    layers.append((f"conv{j}", kit.conv_block(chs, out, 3)))
+                chs = out
+            if not ds.strides_previous_conv:
+                layers.append(("down", ds.pool(kit, chs, pool_size)))
+            blocks.append((f"stage{i}", nn.Sequential(OrderedDict(layers))))
+            self.stage_reductions.append(2 ** (i + 1))
+        self.stages = nn.Sequential(OrderedDict(blocks))
+        self.head = ClassifierHead(chs, num_classes, "avg", dropout)
