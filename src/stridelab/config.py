@@ -1,0 +1,31 @@
+"""Hydra/OmegaConf plumbing: where the configs live and the resolvers they use."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+# Configs live at the repository root (lightning-hydra-template layout); override with STRIDELAB_CONFIG_DIR.
+CONFIG_DIR = Path(os.environ.get("STRIDELAB_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
+
+
+def fast_precision() -> str:
+    """The fast default for this machine: bf16-mixed on a GPU that has bf16, else fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def register_resolvers() -> None:
+    """``${stridelab.uid:}``: a short id, fixed per process, that keeps run folders unique even for
+    jobs started in the same second; ``${stridelab.precision:}``: see :func:`fast_precision`."""
+    if not OmegaConf.has_resolver("stridelab.uid"):
+        run_id = uuid.uuid4().hex[:6]
+        OmegaConf.register_new_resolver("stridelab.uid", lambda: run_id)
+    if not OmegaConf.has_resolver("stridelab.precision"):
+        OmegaConf.register_new_resolver("stridelab.precision", fast_precision)

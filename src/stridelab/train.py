@@ -1,0 +1,209 @@
+"""Train one variant: ``python -m stridelab.train [hydra overrides]`` (console script ``stridelab-train``).
+
+config -> data + model -> trainer -> results. Every run's folder (Hydra's output dir) ends up with
+``config.yaml`` (resolved), ``metrics.json`` (flat; ``status`` ok/failed with a ``reason``),
+TensorBoard event files and, with ``save_weights``, ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from stridelab.config import CONFIG_DIR, register_resolvers
+from stridelab.errors import StridelabError
+
+register_resolvers()
+log = logging.getLogger("stridelab")
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def _quiet_lightning() -> None:
+    """Lightning adds its own console handler; Hydra's already prints (and files) its messages."""
+    import lightning.pytorch  # noqa: F401  (its handlers are added on import)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        for handler in list(lg.handlers):
+            lg.removeHandler(handler)
+        lg.propagate = True
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropTips())
+
+# Keys that say where things are written, not what is trained: left out of the config hash.
+_NON_IDENTITY_KEYS = ("paths", "hydra", "trainer.default_root_dir", "logger", "callbacks")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A stable id of what a run trains (resolved config minus paths/logging): equal configs, equal hash."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in _NON_IDENTITY_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        node = plain.get(parent, {}) if parent else plain
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _choices() -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def variant_fields(cfg: DictConfig, choices: dict | None = None) -> dict:
+    """What identifies a variant in tables: names, not _target_ paths."""
+    choices = choices if choices is not None else _choices()
+    return {
+        "model": choices.get("model") or cfg.model._target_.rsplit(".", 1)[-1],
+        "downsample": cfg.downsample.name,
+        "padding": cfg.padding.mode,
+        "padding_amount": cfg.padding.amount,
+        "data": choices.get("data") or cfg.data._target_.rsplit(".", 1)[-1],
+        "seed": int(cfg.seed),
+        "experiment": choices.get("experiment"),
+    }
+
+
+def _unwrap(err: BaseException) -> BaseException:
+    """Hydra wraps errors from constructors in InstantiationException; show the user's error."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
+    """Train, test and record one run; returns the metrics written to ``metrics.json``.
+
+    Raises :class:`StridelabError` for user-fixable problems (after recording them as failed).
+    """
+    import torch
+    from hydra.utils import instantiate
+
+    from stridelab.models import check_geometry
+    from stridelab.training.results import RunResults, atomic_write_text
+
+    out = Path(output_dir or cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = RunResults(out / "metrics.json", **variant_fields(cfg), config_hash=config_hash(cfg),
+                         run_dir=str(out))
+    t0 = time.perf_counter()
+    try:
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        results.write()
+        import lightning as L
+
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        datamodule = _build(instantiate, cfg.data)
+        splits = datamodule.load()  # fail fast on missing data, before anything else is built
+        results.update({f"data/{k}": v for k, v in splits.info.items() if k.endswith("_size")})
+        downsample = _build(instantiate, cfg.downsample)
+        padding = _build(instantiate, cfg.padding)
+        model = _build(instantiate, cfg.model, num_classes=datamodule.num_classes,
+                       in_chans=datamodule.in_chans, downsample=downsample, padding=padding)
+        feature_shape = check_geometry(model, datamodule.input_shape)
+        results.update({"model/params": sum(p.numel() for p in model.parameters()),
+                        "model/feature_shape": "x".join(map(str, feature_shape))})
+        module = _build(instantiate, cfg.module, model=model, optimizer=instantiate(cfg.optimizer),
+                        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+                        eval_names=datamodule.test_names)
+        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        trainer = _build(instantiate, cfg.trainer, logger=loggers or False, callbacks=callbacks)
+        results.update({"trainer/precision": str(trainer.precision),
+                        "trainer/device": str(trainer.strategy.root_device)})
+        t_fit = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        results.update({"time/fit_s": time.perf_counter() - t_fit, "train/steps": trainer.global_step,
+                        "train/epochs": trainer.current_epoch})
+        results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
+        if "test_dissimilar/acc" in results.data:
+            results.update({"test/position_gap": results.data["test/acc"] - results.data["test_dissimilar/acc"]})
+        if cfg.get("save_weights"):
+            torch.save(model.state_dict(), out / "model.pt")
+        results.update({"time/total_s": time.perf_counter() - t0})
+        results.succeed()
+        _log_hparams(loggers, results.data)
+        return results.data
+    except KeyboardInterrupt:
+        results.fail("interrupted (Ctrl-C or the process was stopped) before the run finished")
+        raise
+    except BaseException as err:
+        err = _unwrap(err)
+        results.fail(f"{type(err).__name__}: {err}")
+        raise err from None
+
+
+def _build(instantiate, node, **kwargs):
+    """instantiate() that lets our own one-paragraph errors through unwrapped."""
+    try:
+        # Objects go in through a partial: passed to instantiate(), dataclasses would become configs.
+        return instantiate(node, _partial_=True)(**kwargs) if kwargs else instantiate(node)
+    except Exception as err:
+        inner = _unwrap(err)
+        if isinstance(inner, StridelabError):
+            raise inner from None
+        raise
+
+
+def _log_hparams(loggers, metrics: dict) -> None:
+    """Put the variant and its final figures into TensorBoard's HPARAMS tab."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    hparams = {k: metrics[k] for k in ("model", "downsample", "padding", "padding_amount", "data", "seed")}
+    finals = {k: v for k, v in metrics.items() if "/" in k and isinstance(v, (int, float))
+              and k.split("/")[0] in ("test", "test_dissimilar", "val", "train")}
+    for lg in loggers:
+        if isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(hparams, metrics=finals)
+            lg.finalize("success")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    _quiet_lightning()
+    try:
+        metrics = run(cfg)
+    except StridelabError as err:
+        print(f"\nstridelab: error: {err}\n", file=sys.stderr)
+        if multirun:  # record, then let the sweep go on
+            return None
+        if os.environ.get("STRIDELAB_TRACEBACK"):
+            traceback.print_exc()
+        sys.exit(2)
+    except Exception:
+        if multirun:
+            log.error("run failed; recorded in metrics.json, the sweep goes on:\n%s", traceback.format_exc())
+            return None
+        raise
+    shown = {k: v for k, v in metrics.items() if k.endswith("/acc") or k == "test/loss"}
+    print("stridelab: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
+          + f"\nstridelab: results in {metrics['run_dir']}/metrics.json")
+    return metrics.get("test/acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""One LightningModule for every model: cross-entropy classification with device-side tallies.
+
+Accuracy and loss are summed on the device and read once per epoch, so no step waits for the host
+(no ``.item()``, no per-step metric sync). A non-finite training loss stops the run at the end of
+the epoch with a :class:`FloatingPointError`, which the run records as ``failed``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class _Tally:
+    """Running sums of loss, correct predictions and count, kept on the device."""
+
+    def __init__(self) -> None:
+        self.loss = self.correct = self.count = None
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
+        correct = (logits.argmax(1) == y).sum()
+        n = torch.tensor(y.numel(), device=y.device)
+        if self.loss is None:
+            self.loss, self.correct, self.count = loss_sum.detach().float(), correct, n
+        else:
+            self.loss = self.loss + loss_sum.detach().float()
+            self.correct, self.count = self.correct + correct, self.count + n
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.count is None:
+            return None
+        return self.loss / self.count, self.correct.float() / self.count
+
+
+class Classifier(L.LightningModule):
+    """Trains ``model`` with ``optimizer`` (a partial taking params) and ``scheduler`` (a partial
+    taking the optimizer and ``total_steps``)."""
+
+    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
+                 label_smoothing: float = 0.0, compile: bool = False, channels_last: bool = True,
+                 eval_names: list[str] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.label_smoothing = float(label_smoothing)
+        self.compile_model, self.channels_last = compile, channels_last
+        self.eval_names = list(eval_names or ["test"])
+        self._train, self._val, self._test = _Tally(), _Tally(), {}
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._forward = self.model
+
+    def configure_model(self) -> None:
+        if self.compile_model and self._forward is self.model:
+            self._forward = torch.compile(self.model)
+
+    def forward(self, x):
+        return self._forward(x)
+
+    def _loss(self, logits, y, reduction="mean"):
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing, reduction=reduction)
+
+    # training ----------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._train = _Tally()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self._loss(logits, y)
+        self._train.add(logits.detach(), y, loss.detach() * y.numel())
+        # Logged tensors are only read at logging intervals (trainer.log_every_n_steps).
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        result = self._train.compute()
+        if result is None:
+            return
+        loss, acc = result
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {loss.item()} in epoch {self.current_epoch}: the run diverged. "
+                "Lower the learning rate (optimizer.lr), add warm-up, or use precision=32-true."
+            )
+        self.log_dict({"train/loss": loss, "train/acc": acc})
+
+    # evaluation --------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val = _Tally()
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self._val.add(logits, y, self._loss(logits, y, "sum"))
+
+    def on_validation_epoch_end(self) -> None:
+        result = self._val.compute()
+        if result is not None:
+            self.log_dict({"val/loss": result[0], "val/acc": result[1]}, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self._test = {}
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        x, y = batch
+        logits = self(x)
+        self._test.setdefault(dataloader_idx, _Tally()).add(logits, y, self._loss(logits, y, "sum"))
+
+    def on_test_epoch_end(self) -> None:
+        for idx, tally in sorted(self._test.items()):
+            loss, acc = tally.compute()
+            name = self.eval_names[idx] if idx < len(self.eval_names) else f"test{idx}"
+            self.log_dict({f"{name}/loss": loss, f"{name}/acc": acc}, add_dataloader_idx=False)
+
+    # optimisation ------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
