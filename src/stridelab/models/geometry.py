@@ -35,6 +35,11 @@ def trace(model: nn.Module, input_shape: tuple[int, int, int], leaves_only: bool
         def hook(mod, args):
             shape = tuple(args[0].shape) if args and torch.is_tensor(args[0]) else ()
             stack.append((name, mod, shape))
+            stride = getattr(mod, "stride", 1)
+            stride = max(stride) if isinstance(stride, tuple) else int(stride or 1)
+            if stride > 1 and len(shape) == 4 and min(shape[2:]) < stride:
+                # Zero padding lets a strided conv "halve" a 1x1 map forever; that is no downsampling.
+                raise RuntimeError(f"a stride-{stride} layer cannot downsample a map smaller than its stride")
         return hook
 
     def post(name):

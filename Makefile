@@ -1,0 +1,46 @@
+# stridelab: `make help` lists the targets. Every target installs the project first if needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stridelab-installed
+# torch/torchvision as this machine provides them (CUDA build, from local wheels). Elsewhere, e.g.:
+#   make install TORCH_SPEC="torch torchvision"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+ARGS ?=
+DIR ?= logs
+
+.DEFAULT_GOAL := help
+.PHONY: help install test demo train tensorboard clean
+
+help: ## list the targets
+	@echo "stridelab: experiment harness for CNN downsampling studies"
+	@echo
+	@grep -E '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo
+	@echo "  Variables: ARGS='hydra overrides' (train), DIR=folder (tensorboard), TORCH_SPEC (install)"
+
+install: $(STAMP) ## create .venv and install stridelab (editable) with its dependencies
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "stridelab: installing torch ($(TORCH_SPEC)) and dependencies into $(VENV) (first time: a few minutes)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+test: install ## run the test suite (CPU, offline, a few minutes)
+	$(BIN)/python -m pytest -q
+
+demo: install ## train the default model briefly on generated shapes10 data (CPU, about a minute)
+	$(BIN)/python -m stridelab.train experiment=demo $(ARGS)
+
+train: install ## one training run: make train ARGS="data=shapes10 downsample=blurpool padding=reflect"
+	$(BIN)/python -m stridelab.train $(ARGS)
+
+tensorboard: install ## open TensorBoard on DIR (default logs/)
+	$(BIN)/tensorboard --logdir $(DIR)
+
+clean: ## remove logs/ and caches (keeps .venv and data/)
+	rm -rf logs outputs multirun .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

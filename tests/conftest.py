@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests run on the CPU, offline, on generated data only."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Any attempt to open a connection fails, as it would on CI."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def compose(overrides: list[str], tmp_path: Path):
+    """The train config as the CLI would build it, with outputs under ``tmp_path``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from stridelab.config import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    paths = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=[*overrides, *paths])
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    """``python -m stridelab.train ARGS`` in a fresh process, as a user would run it."""
+    env = {**os.environ, "STRIDELAB_ROOT": str(cwd), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "stridelab.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

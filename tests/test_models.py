@@ -1,0 +1,112 @@
+"""Every model x downsample x padding builds, has the expected map sizes and really pads as told."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stridelab.errors import ConfigError, GeometryError
+from stridelab.layers import DOWNSAMPLE_REGISTRY, PADDING_MODES, PaddingSpec, create_downsample
+from stridelab.models import MODEL_REGISTRY, check_geometry, create_model, trace
+
+# Final feature map (channels, size) on 32x32 inputs with `same` padding, per model.
+EXPECTED_FEATURES = {"simple_cnn": (128, 4), "resnet20": (64, 8), "allcnn_c": (10, 6), "redgreen_net": (64, 4)}
+# Spatial size after each stage.
+EXPECTED_STAGES = {"simple_cnn": [16, 8, 4], "resnet20": [32, 16, 8], "allcnn_c": [16, 8, 6],
+                   "redgreen_net": [16, 8, 4]}
+
+
+def build(name, downsample, mode="zeros", amount="same", **kw):
+    torch.manual_seed(0)
+    return create_model(name, num_classes=10, downsample=create_downsample(downsample),
+                        padding=PaddingSpec(mode, amount), **kw)
+
+
+def test_registries_cover_the_issue():
+    assert set(MODEL_REGISTRY) >= {"simple_cnn", "resnet20", "allcnn_c", "redgreen_net"}
+    assert set(DOWNSAMPLE_REGISTRY) >= {"conv", "maxpool", "avgpool", "blurpool"}
+    assert PADDING_MODES == ("zeros", "reflect", "replicate", "circular")
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_REGISTRY))
+@pytest.mark.parametrize("downsample", sorted(DOWNSAMPLE_REGISTRY))
+@pytest.mark.parametrize("mode", PADDING_MODES)
+def test_builds_with_expected_sizes(model, downsample, mode):
+    net = build(model, downsample, mode)
+    channels, size = EXPECTED_FEATURES[model]
+    assert check_geometry(net, (3, 32, 32)) == (channels, size, size)
+    sizes, x = [], net.stem(torch.zeros(2, 3, 32, 32))
+    for stage in net.stages:
+        x = stage(x)
+        sizes.append(x.shape[-1])
+    assert sizes == EXPECTED_STAGES[model]
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def _leaf_outputs(net, x):
+    outs = []
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: outs.append((n, o)))
+             for n, m in net.named_modules() if not list(m.children()) and n]
+    net.eval()
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return [(n, o) for n, o in outs if o.dim() == 4]
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_REGISTRY))
+@pytest.mark.parametrize("downsample", sorted(DOWNSAMPLE_REGISTRY))
+@pytest.mark.parametrize("mode", PADDING_MODES)
+def test_padding_is_applied_everywhere(model, downsample, mode):
+    """A constant image stays constant through every layer iff the padding is not zeros."""
+    net = build(model, downsample, mode).double()
+    for m in net.modules():  # eval-mode BN with non-trivial statistics, so it is not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    outs = _leaf_outputs(net, torch.full((1, 3, 32, 32), 0.7, dtype=torch.float64))
+    assert outs
+
+    def constant(t):
+        flat = t.flatten(2)
+        return (flat - flat[..., :1]).abs().max() <= 1e-9 * (1 + flat.abs().max())
+
+    varying = [n for n, o in outs if not constant(o)]
+    if mode == "zeros":
+        assert varying, "zero padding must make the border differ from the interior"
+    else:
+        assert not varying, f"{mode} padding should keep constant maps constant, but these vary: {varying}"
+
+
+@pytest.mark.parametrize("amount,size", [("valid", 2), ("same", 4), ("full", 6)])
+def test_redgreen_valid_same_full(amount, size):
+    net = build("redgreen_net", "conv", "zeros", amount)
+    assert check_geometry(net, (3, 32, 32))[-1] == size
+
+
+def test_geometry_refused_with_layer_name():
+    net = build("simple_cnn", "conv", stages=6)
+    with pytest.raises(GeometryError, match=r"layer 'stages\.stage5\..*' .* 1x1 feature map"):
+        check_geometry(net, (3, 32, 32))
+    net = build("redgreen_net", "blurpool", "reflect", "valid")
+    with pytest.raises(GeometryError, match="cannot process 3x16x16"):
+        check_geometry(net, (3, 16, 16))
+
+
+def test_resnet_refuses_non_same_padding():
+    with pytest.raises(ConfigError, match="residual"):
+        build("resnet20", "conv", amount="valid")
+
+
+def test_trace_lists_layers():
+    records = trace(build("redgreen_net", "maxpool"), (3, 32, 32))
+    names = [r.name for r in records]
+    assert "stem.conv" in names and any("pool" in n for n in names)
+    assert records[0].in_shape == (1, 3, 32, 32)
+
+
+def test_param_counts_near_the_papers():
+    assert 0.26e6 < build("resnet20", "conv").num_params < 0.28e6      # He et al.: 0.27M
+    allconv = build("allcnn_c", "conv", norm="none").num_params
+    assert 1.3e6 < allconv < 1.45e6                                     # Springenberg: ~1.4M
