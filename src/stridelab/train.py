@@ -64,15 +64,26 @@ def _choices() -> dict:
     return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
+def _registry_name(target: str, registry: dict) -> str:
+    """The registry key of a ``_target_`` (so names match configs even outside a Hydra run)."""
+    from hydra.utils import get_object
+
+    obj = get_object(target)
+    return next((k for k, v in registry.items() if v is obj), target.rsplit(".", 1)[-1])
+
+
 def variant_fields(cfg: DictConfig, choices: dict | None = None) -> dict:
     """What identifies a variant in tables: names, not _target_ paths."""
+    from stridelab.data import DATA_REGISTRY
+    from stridelab.models import MODEL_REGISTRY
+
     choices = choices if choices is not None else _choices()
     return {
-        "model": choices.get("model") or cfg.model._target_.rsplit(".", 1)[-1],
+        "model": choices.get("model") or _registry_name(cfg.model._target_, MODEL_REGISTRY),
         "downsample": cfg.downsample.name,
         "padding": cfg.padding.mode,
         "padding_amount": cfg.padding.amount,
-        "data": choices.get("data") or cfg.data._target_.rsplit(".", 1)[-1],
+        "data": choices.get("data") or _registry_name(cfg.data._target_, DATA_REGISTRY),
         "seed": int(cfg.seed),
         "experiment": choices.get("experiment"),
     }

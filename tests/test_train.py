@@ -1,0 +1,118 @@
+"""The training entry point end to end: learning, results files, and the promised errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import compose, run_cli
+
+from stridelab.errors import ConfigError
+from stridelab.train import config_hash, run
+from stridelab.training.results import RunResults
+
+QUICK = ["trainer=cpu", "data=shapes10", "data.train_size=1500", "data.val_size=200", "data.test_size=500",
+         "data.batch_size=64", "model.width=16", "trainer.max_epochs=3"]
+
+
+def only_run_dir(root):
+    runs = list((root / "logs" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_cli_trains_learns_and_writes_results(tmp_path):
+    proc = run_cli([*QUICK, "downsample=blurpool", "padding=reflect"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok"
+    assert metrics["test/acc"] > 0.3, "10 classes: chance is 0.1"
+    for key in ("test/loss", "model/params", "val/acc", "train/loss", "time/fit_s"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert (metrics["downsample"], metrics["padding"], metrics["model"], metrics["data"], metrics["seed"]) == \
+        ("blurpool", "reflect", "simple_cnn", "shapes10", 0)
+    assert "name: blurpool" in (run_dir / "config.yaml").read_text()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents*"))
+    state = torch.load(run_dir / "model.pt", weights_only=True)
+    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) \
+        == metrics["model/params"]
+    assert "results in" in proc.stdout and "test/acc=" in proc.stdout
+
+
+def test_redgreen_reports_both_test_sets(tmp_path):
+    cfg = compose(["experiment=redgreen", "trainer=cpu", "trainer.max_epochs=1", "data.train_size=200",
+                   "data.val_size=100", "data.test_size=100", "data.batch_size=50", "logger=csv",
+                   "save_weights=false"], tmp_path)
+    metrics = run(cfg)
+    assert metrics["status"] == "ok" and metrics["model"] == "redgreen_net" and metrics["data"] == "redgreen"
+    for key in ("test/acc", "test_dissimilar/acc", "test/position_gap"):
+        assert key in metrics
+    assert metrics["test/position_gap"] == pytest.approx(metrics["test/acc"] - metrics["test_dissimilar/acc"])
+    assert (tmp_path / "run" / "csv" / "metrics.csv").exists()
+
+
+def test_nan_loss_is_recorded_as_failed(tmp_path):
+    cfg = compose(["experiment=smoke", "optimizer.lr=1e30", "scheduler=constant", "logger=csv"], tmp_path)
+    with pytest.raises(FloatingPointError):
+        run(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "diverged" in metrics["reason"]
+
+
+def test_config_hash_ignores_paths_but_not_variants(tmp_path):
+    a = compose(["downsample=maxpool"], tmp_path / "a")
+    b = compose(["downsample=maxpool"], tmp_path / "b")
+    c = compose(["downsample=avgpool"], tmp_path / "a")
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["downsample=lanczos"], "Available options in 'downsample'"),
+    (["padding.mode=mirror"], "Unknown padding mode 'mirror'. Valid padding mode values are: zeros, reflect"),
+    (["model.stages=6"], "layer 'stages.stage5.down.conv'"),
+    (["data=cifar10", "data.download=false"], "data=shapes10 and data=redgreen"),
+])
+def test_bad_input_fails_with_a_clear_message(tmp_path, args, expect):
+    t0 = time.perf_counter()
+    proc = run_cli(["experiment=smoke", *args], tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert expect in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert time.perf_counter() - t0 < 60
+    if "Available options" not in expect:  # Hydra refuses unknown groups before any run folder exists
+        metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+        assert metrics["status"] == "failed" and metrics["reason"]
+
+
+def test_run_ids_differ_between_processes():
+    code = "from stridelab.config import register_resolvers as r; from omegaconf import OmegaConf as O; r(); " \
+           "print(O.create({'a': '${stridelab.uid:}'}).a)"
+    ids = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout for _ in range(3)}
+    assert len(ids) == 3
+
+
+def test_results_written_atomically(tmp_path):
+    res = RunResults(tmp_path / "metrics.json", model="m")
+    res.succeed()
+    before = (tmp_path / "metrics.json").read_text()
+    res.update(bad=object())
+    with pytest.raises(TypeError):
+        res.write()
+    assert (tmp_path / "metrics.json").read_text() == before
+    assert os.listdir(tmp_path) == ["metrics.json"]
+    nan = RunResults(tmp_path / "m2.json", loss=float("nan"))
+    nan.fail("diverged")
+    assert json.loads((tmp_path / "m2.json").read_text()) == {"loss": "nan", "status": "failed", "reason": "diverged"}
+
+
+def test_unknown_model_option_is_a_config_error():
+    from stridelab.models import create_model
+
+    with pytest.raises(ConfigError, match="simple_cnn"):
+        create_model("vgg99")
