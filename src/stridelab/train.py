@@ -64,26 +64,26 @@ def _choices() -> dict:
     return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
-def _registry_name(target: str, registry: dict) -> str:
+def _registry_name(target: str, module: str, registry: str) -> str:
     """The registry key of a ``_target_`` (so names match configs even outside a Hydra run)."""
+    import importlib
+
     from hydra.utils import get_object
 
+    names = getattr(importlib.import_module(module), registry)
     obj = get_object(target)
-    return next((k for k, v in registry.items() if v is obj), target.rsplit(".", 1)[-1])
+    return next((k for k, v in names.items() if v is obj), target.rsplit(".", 1)[-1])
 
 
 def variant_fields(cfg: DictConfig, choices: dict | None = None) -> dict:
     """What identifies a variant in tables: names, not _target_ paths."""
-    from stridelab.data import DATA_REGISTRY
-    from stridelab.models import MODEL_REGISTRY
-
     choices = choices if choices is not None else _choices()
     return {
-        "model": choices.get("model") or _registry_name(cfg.model._target_, MODEL_REGISTRY),
+        "model": choices.get("model") or _registry_name(cfg.model._target_, "stridelab.models", "MODEL_REGISTRY"),
         "downsample": cfg.downsample.name,
         "padding": cfg.padding.mode,
         "padding_amount": cfg.padding.amount,
-        "data": choices.get("data") or _registry_name(cfg.data._target_, DATA_REGISTRY),
+        "data": choices.get("data") or _registry_name(cfg.data._target_, "stridelab.data", "DATA_REGISTRY"),
         "seed": int(cfg.seed),
         "experiment": choices.get("experiment"),
     }
@@ -103,10 +103,6 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
 
     Raises :class:`StridelabError` for user-fixable problems (after recording them as failed).
     """
-    import torch
-    from hydra.utils import instantiate
-
-    from stridelab.models import check_geometry
     from stridelab.training.results import RunResults, atomic_write_text
 
     out = Path(output_dir or cfg.paths.output_dir)
@@ -117,7 +113,15 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
     try:
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         results.write()
+        _check_data_on_disk(cfg.data)  # before torch and Lightning are imported: missing data fails at once
         import lightning as L
+        import torch
+        from hydra.utils import instantiate
+
+        _quiet_lightning()
+
+        from stridelab.models import check_geometry
+
 
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         datamodule = _build(instantiate, cfg.data)
@@ -164,6 +168,17 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
         raise err from None
 
 
+def _check_data_on_disk(data_cfg: DictConfig) -> None:
+    """Data sets read from disk are looked for (and fetched) with numpy-only code, first."""
+    from stridelab.data import cifar10
+
+    on_disk = {"stridelab.data.Cifar10DataModule": cifar10.ensure_available,
+               "stridelab.data.datamodule.Cifar10DataModule": cifar10.ensure_available}
+    check = on_disk.get(data_cfg.get("_target_"))
+    if check is not None:
+        check(data_cfg.root, data_cfg.download)
+
+
 def _build(instantiate, node, **kwargs):
     """instantiate() that lets our own one-paragraph errors through unwrapped."""
     try:
@@ -195,7 +210,6 @@ def main(cfg: DictConfig):
     from hydra.types import RunMode
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    _quiet_lightning()
     try:
         metrics = run(cfg)
     except StridelabError as err:

@@ -1,0 +1,224 @@
+"""Device-resident data modules: the whole split lives on the training device as uint8.
+
+Batches are cut by index from that tensor and augmented on the device by :class:`BatchTransform`;
+a plain iterable (:class:`DeviceBatches`) hands them to Lightning. No DataLoader, no workers, no
+per-image Python work. ``load()`` reads or generates the data once (and fails fast, before any
+model or trainer is built); ``setup()`` moves it to the trainer's device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+
+from stridelab.data import cifar10
+from stridelab.data.augment import BatchTransform
+from stridelab.data.probes import REDGREEN_CLASSES, SHAPES10_CLASSES, make_redgreen, make_shapes10
+from stridelab.errors import ConfigError
+
+
+@dataclass
+class Splits:
+    """uint8 NCHW images and int64 labels as numpy arrays; ``tests`` maps a name to a test set."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    tests: dict[str, tuple[np.ndarray, np.ndarray]]
+    val: tuple[np.ndarray, np.ndarray] | None = None
+    info: dict = field(default_factory=dict)
+
+
+class DeviceBatches:
+    """Iterable of ``(images, labels)`` batches cut from device tensors, augmented per batch."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, transform,
+                 shuffle: bool = False, drop_last: bool = False) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.transform = int(batch_size), transform
+        self.shuffle, self.drop_last = shuffle, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n, bs = len(self.labels), self.batch_size
+        order = torch.randperm(n, device=self.labels.device) if self.shuffle else None
+        for i in range(len(self)):
+            sl = slice(i * bs, min(n, (i + 1) * bs))
+            idx = order[sl] if order is not None else sl
+            yield self.transform(self.images[idx]), self.labels[idx]
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Exact per-channel mean and std of uint8 images in [0, 1] units, via value histograms."""
+    means, stds = [], []
+    values = np.arange(256, dtype=np.float64) / 255
+    for c in range(images.shape[1]):
+        hist = np.bincount(images[:, c].ravel(), minlength=256).astype(np.float64)
+        p = hist / hist.sum()
+        m = float((p * values).sum())
+        means.append(m)
+        stds.append(float(np.sqrt(max((p * values**2).sum() - m * m, 1e-12))))
+    return means, stds
+
+
+class DeviceDataModule(L.LightningDataModule):
+    """Common machinery; subclasses implement :meth:`read` and set the class attributes."""
+
+    name = "base"
+    classes: tuple[str, ...] = ()
+    in_chans = 3
+    image_size = 32
+
+    def __init__(self, batch_size: int = 256, eval_batch_size: int = 1024, val_size: int = 5000,
+                 limit_train: int | None = None, limit_test: int | None = None, augment: bool = True,
+                 flip: bool = True, crop_padding: int = 4, crop_fill: str = "zeros", normalize: bool = True,
+                 mean=None, std=None, split_seed: int = 0, channels_last: bool = True) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError(f"data.batch_size and data.eval_batch_size must be >= 1 (got {batch_size}, "
+                              f"{eval_batch_size}).")
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.val_size, self.split_seed = int(val_size or 0), split_seed
+        self.limit_train, self.limit_test = limit_train, limit_test
+        self.augment, self.flip, self.crop_padding, self.crop_fill = augment, flip, crop_padding, crop_fill
+        self.normalize, self.mean, self.std = normalize, mean, std
+        self.channels_last = channels_last
+        self.splits: Splits | None = None
+        self._device_data: dict | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_chans, self.image_size, self.image_size)
+
+    @property
+    def test_names(self) -> list[str]:
+        return list(self.load().tests)
+
+    def read(self) -> Splits:
+        raise NotImplementedError
+
+    def load(self) -> Splits:
+        """Read or generate the data once, hold out validation, apply limits, compute statistics."""
+        if self.splits is not None:
+            return self.splits
+        s = self.read()
+        x, y = s.train
+        if s.val is None and self.val_size:
+            if self.val_size >= len(y):
+                raise ConfigError(f"data.val_size={self.val_size} leaves no training images: {self.name} has "
+                                  f"{len(y)} in its train split. Use a smaller data.val_size (0 for none).")
+            perm = np.random.default_rng(self.split_seed).permutation(len(y))
+            s.val = (x[perm[: self.val_size]], y[perm[: self.val_size]])
+            x, y = x[perm[self.val_size:]], y[perm[self.val_size:]]
+        if self.limit_train:
+            x, y = x[: self.limit_train], y[: self.limit_train]
+        if self.limit_test:
+            s.tests = {k: (v[0][: self.limit_test], v[1][: self.limit_test]) for k, v in s.tests.items()}
+        if len(y) < self.batch_size:
+            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {len(y)} training images "
+                              f"of {self.name}: every training batch would be dropped. Lower data.batch_size "
+                              "or raise data.limit_train.")
+        s.train = (x, y)
+        if self.mean is None or self.std is None:
+            mean, std = channel_stats(x)
+            self.mean = self.mean if self.mean is not None else mean
+            self.std = self.std if self.std is not None else std
+        s.info.update(train_size=len(y), val_size=0 if s.val is None else len(s.val[1]),
+                      **{f"{k}_size": len(v[1]) for k, v in s.tests.items()})
+        self.splits = s
+        return s
+
+    # Lightning hooks ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.load()
+
+    def setup(self, stage: str | None = None) -> None:
+        s = self.load()
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self._device_data is not None and self._device_data["device"] == device:
+            return
+
+        def put(pair):
+            return torch.from_numpy(np.ascontiguousarray(pair[0])).to(device), torch.from_numpy(pair[1]).to(device)
+
+        self._device_data = {
+            "device": device,
+            "train": put(s.train),
+            "val": put(s.val) if s.val is not None else None,
+            "tests": {k: put(v) for k, v in s.tests.items()},
+        }
+        common = dict(mean=self.mean, std=self.std, normalize=self.normalize, channels_last=self.channels_last)
+        self.train_transform = BatchTransform(flip=self.augment and self.flip,
+                                              crop_padding=self.crop_padding if self.augment else 0,
+                                              crop_fill=self.crop_fill, **common).to(device)
+        self.eval_transform = BatchTransform(**common).to(device)
+
+    def train_dataloader(self):
+        x, y = self._device_data["train"]
+        return DeviceBatches(x, y, self.batch_size, self.train_transform, shuffle=True, drop_last=True)
+
+    def val_dataloader(self):
+        if self._device_data["val"] is None:
+            return []
+        x, y = self._device_data["val"]
+        return DeviceBatches(x, y, self.eval_batch_size, self.eval_transform)
+
+    def test_dataloader(self):
+        return [DeviceBatches(x, y, self.eval_batch_size, self.eval_transform)
+                for x, y in self._device_data["tests"].values()]
+
+
+class Cifar10DataModule(DeviceDataModule):
+    """Real CIFAR-10 from ``root`` (downloaded there when missing and ``download`` is true)."""
+
+    name = "cifar10"
+    classes = cifar10.CLASSES
+
+    def __init__(self, root: str = "data/cifar10", download: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root, self.download = root, download
+
+    def read(self) -> Splits:
+        train, test = cifar10.load_cifar10(self.root, download_if_missing=self.download)
+        return Splits(train=train, tests={"test": test}, info={"root": str(self.root)})
+
+
+class Shapes10DataModule(DeviceDataModule):
+    """Generated shapes and textures (see :mod:`stridelab.data.probes`); ``train_size`` are trained on."""
+
+    name = "shapes10"
+    classes = SHAPES10_CLASSES
+
+    def __init__(self, train_size: int = 10000, test_size: int = 2000, data_seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.train_size, self.test_size, self.data_seed = int(train_size), int(test_size), int(data_seed)
+
+    def read(self) -> Splits:
+        train = make_shapes10(self.train_size + self.val_size, seed=self.data_seed)
+        test = make_shapes10(self.test_size, seed=self.data_seed + 1_000_003)
+        return Splits(train=train, tests={"test": test})
+
+
+class RedGreenDataModule(DeviceDataModule):
+    """Kayhan & van Gemert's red-green task, with the ``test_dissimilar`` set reported apart."""
+
+    name = "redgreen"
+    classes = REDGREEN_CLASSES
+
+    def __init__(self, train_size: int = 2000, test_size: int = 1000, data_seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.train_size, self.test_size, self.data_seed = int(train_size), int(test_size), int(data_seed)
+
+    def read(self) -> Splits:
+        x, y, _ = make_redgreen(self.train_size + self.val_size, seed=self.data_seed)
+        tx, ty, tx_moved = make_redgreen(self.test_size, seed=self.data_seed + 1_000_003)
+        return Splits(train=(x, y), tests={"test": (tx, ty), "test_dissimilar": (tx_moved, ty)})
