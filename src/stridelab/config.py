@@ -21,11 +21,15 @@ def fast_precision() -> str:
     return "32-true"
 
 
+def resolve_precision(value):
+    """``trainer.precision=fast`` (the default trainer's) becomes :func:`fast_precision` when the
+    trainer is built, so reading a config never needs torch."""
+    return fast_precision() if value == "fast" else value
+
+
 def register_resolvers() -> None:
     """``${stridelab.uid:}``: a short id, fixed per process, that keeps run folders unique even for
-    jobs started in the same second; ``${stridelab.precision:}``: see :func:`fast_precision`."""
+    jobs started in the same second."""
     if not OmegaConf.has_resolver("stridelab.uid"):
         run_id = uuid.uuid4().hex[:6]
         OmegaConf.register_new_resolver("stridelab.uid", lambda: run_id)
-    if not OmegaConf.has_resolver("stridelab.precision"):
-        OmegaConf.register_new_resolver("stridelab.precision", fast_precision)

@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from stridelab.config import CONFIG_DIR, register_resolvers
+from stridelab.config import CONFIG_DIR, register_resolvers, resolve_precision
 from stridelab.errors import StridelabError
 
 register_resolvers()
@@ -139,7 +139,8 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
                         eval_names=datamodule.test_names)
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-        trainer = _build(instantiate, cfg.trainer, logger=loggers or False, callbacks=callbacks)
+        trainer = _build(instantiate, cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                         precision=resolve_precision(cfg.trainer.get("precision", "fast")))
         results.update({"trainer/precision": str(trainer.precision),
                         "trainer/device": str(trainer.strategy.root_device)})
         t_fit = time.perf_counter()

@@ -4,6 +4,8 @@ Exports are loaded lazily, so ``stridelab.data.cifar10`` (numpy only) can be use
 data set before torch and Lightning are imported.
 """
 
+import importlib
+
 _EXPORTS = ("Cifar10DataModule", "DeviceBatches", "DeviceDataModule", "RedGreenDataModule",
             "Shapes10DataModule", "Splits")
 
@@ -11,13 +13,10 @@ __all__ = ["DATA_REGISTRY", *_EXPORTS]
 
 
 def __getattr__(name):
-    import importlib
-
+    if name not in _EXPORTS and name != "DATA_REGISTRY":  # e.g. a submodule about to be imported
+        raise AttributeError(f"module 'stridelab.data' has no attribute {name!r}")
     datamodule = importlib.import_module("stridelab.data.datamodule")
-
     if name == "DATA_REGISTRY":
         return {m.name: m for m in (datamodule.Cifar10DataModule, datamodule.Shapes10DataModule,
                                     datamodule.RedGreenDataModule)}
-    if name in _EXPORTS:
-        return getattr(datamodule, name)
-    raise AttributeError(f"module 'stridelab.data' has no attribute {name!r}")
+    return getattr(datamodule, name)

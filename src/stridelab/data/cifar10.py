@@ -135,13 +135,13 @@ def _offline_message(root: Path, why: str) -> str:
 
 def download(root: Path, url: str = URL, timeout: float = 10.0) -> None:
     """Fetch and extract the binary archive with torchvision's utilities (MD5-checked)."""
-    from torchvision.datasets.utils import download_and_extract_archive
-
     host = urllib.parse.urlparse(url).hostname
     try:  # fail in seconds, not minutes, when there is no network
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError as err:
         raise DataError(_offline_message(root, f"no network: cannot reach {host}: {err}")) from None
+    from torchvision.datasets.utils import download_and_extract_archive  # ~4 s to import: after the probe
+
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60)
     try:
