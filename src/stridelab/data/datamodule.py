@@ -192,33 +192,45 @@ class Cifar10DataModule(DeviceDataModule):
         return Splits(train=train, tests={"test": test}, info={"root": str(self.root)})
 
 
-class Shapes10DataModule(DeviceDataModule):
-    """Generated shapes and textures (see :mod:`stridelab.data.probes`); ``train_size`` are trained on."""
+class GeneratedDataModule(DeviceDataModule):
+    """A probe set generated from ``data_seed``: ``train_size`` images are trained on (``val_size``
+    more are generated and held out); the test set comes from a separate seed."""
+
+    TEST_SEED_OFFSET = 1_000_003
+    default_sizes = (10000, 2000)
+
+    def __init__(self, train_size: int | None = None, test_size: int | None = None, data_seed: int = 0,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.train_size = int(train_size if train_size is not None else self.default_sizes[0])
+        self.test_size = int(test_size if test_size is not None else self.default_sizes[1])
+        self.data_seed = int(data_seed)
+
+    @property
+    def test_seed(self) -> int:
+        return self.data_seed + self.TEST_SEED_OFFSET
+
+
+class Shapes10DataModule(GeneratedDataModule):
+    """Generated shapes and textures (see :mod:`stridelab.data.probes`)."""
 
     name = "shapes10"
     classes = SHAPES10_CLASSES
-
-    def __init__(self, train_size: int = 10000, test_size: int = 2000, data_seed: int = 0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.train_size, self.test_size, self.data_seed = int(train_size), int(test_size), int(data_seed)
+    default_sizes = (10000, 2000)
 
     def read(self) -> Splits:
         train = make_shapes10(self.train_size + self.val_size, seed=self.data_seed)
-        test = make_shapes10(self.test_size, seed=self.data_seed + 1_000_003)
-        return Splits(train=train, tests={"test": test})
+        return Splits(train=train, tests={"test": make_shapes10(self.test_size, seed=self.test_seed)})
 
 
-class RedGreenDataModule(DeviceDataModule):
+class RedGreenDataModule(GeneratedDataModule):
     """Kayhan & van Gemert's red-green task, with the ``test_dissimilar`` set reported apart."""
 
     name = "redgreen"
     classes = REDGREEN_CLASSES
-
-    def __init__(self, train_size: int = 2000, test_size: int = 1000, data_seed: int = 0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.train_size, self.test_size, self.data_seed = int(train_size), int(test_size), int(data_seed)
+    default_sizes = (2000, 1000)
 
     def read(self) -> Splits:
         x, y, _ = make_redgreen(self.train_size + self.val_size, seed=self.data_seed)
-        tx, ty, tx_moved = make_redgreen(self.test_size, seed=self.data_seed + 1_000_003)
+        tx, ty, tx_moved = make_redgreen(self.test_size, seed=self.test_seed)
         return Splits(train=(x, y), tests={"test": (tx, ty), "test_dissimilar": (tx_moved, ty)})

@@ -32,7 +32,7 @@ from collections import OrderedDict
 import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
-from stridelab.layers.blur import BlurPool2d
+from stridelab.layers.blur import BlurPool2d, binomial_filter
 from stridelab.layers.conv import ConvKit
 from stridelab.layers.pool import create_pool
 
@@ -138,11 +138,7 @@ class BlurPoolDownsample(_PoolDownsample):
     filter_size: int = 3
 
     def __post_init__(self):
-        if not 1 <= int(self.filter_size) <= 7:
-            raise ConfigError(
-                f"downsample.filter_size={self.filter_size} is not supported: the binomial blur takes "
-                "1 to 7 taps (Zhang 2019 uses 2 to 7; 3 is common). Set downsample.filter_size=3."
-            )
+        binomial_filter(int(self.filter_size))  # refuse unsupported sizes when the config is read
 
     def _reduce(self, kit, channels, pool_size=2):
         return BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding)

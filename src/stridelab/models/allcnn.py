@@ -16,6 +16,7 @@ from __future__ import annotations
 
 
 from collections import OrderedDict
+from dataclasses import replace
 
 import torch.nn as nn
 
@@ -48,7 +49,7 @@ class AllCNN(StagedNet):
             stages.append((f"stage{i}", nn.Sequential(OrderedDict(layers))))
         self.stage_reductions = [2, 4, 4]
         # Classifier stage: the paper's valid 3x3 conv, then 1x1 convs down to the class scores.
-        last_kit = resolve_parts(ds, type(kit.padding)(kit.padding.mode, "valid"), norm, act)[1] if valid_last_conv else kit
+        last_kit = replace(kit, padding=replace(kit.padding, amount="valid")) if valid_last_conv else kit
         stages.append(("stage2", nn.Sequential(OrderedDict(
             conv0=last_kit.conv_block(chs, 2 * width, 3),
             conv1=kit.conv_block(2 * width, 2 * width, 1),

@@ -79,14 +79,8 @@ def trace(model: nn.Module, input_shape: tuple[int, int, int], leaves_only: bool
 
 
 def check_geometry(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
-    """Refuse a network/input pair that cannot work; return the final feature-map shape."""
-    records = trace(model, input_shape)
-    features = model.forward_features if hasattr(model, "forward_features") else None
-    if features is not None:
-        model_was = model.training
-        model.eval()
-        with torch.no_grad():
-            out = features(torch.zeros((1, *input_shape), device=next(model.parameters()).device))
-        model.train(model_was)
-        return tuple(out.shape[1:])
-    return records[-1].out_shape[1:] if records else ()
+    """Refuse a network/input pair that cannot work; return the last feature map's shape (C, H, W)."""
+    records = trace(model, input_shape, leaves_only=False)
+    stages = [r for r in records if r.name == "stages"]  # StagedNet: the features before the head
+    last = stages[-1] if stages else records[-1]
+    return last.out_shape[1:]

@@ -50,8 +50,7 @@ class CifarResNet(StagedNet):
                 "matches its shortcut. Use padding.amount=same with model=resnet20, or a plain network "
                 "(model=simple_cnn, allcnn_c, redgreen_net) to compare valid/same/full padding."
             )
-        if ds.strides_previous_conv:
-            ds = type(ds).__mro__[1]()  # 'strided' and 'conv' coincide where there is no pooling layer
+        # ResNets have no pooling positions, so downsample=strided builds the same net as conv.
         self.stem = kit.conv_block(in_chans, widths[0], 3)
         chs = widths[0]
         stages = []
