@@ -116,3 +116,12 @@ def test_unknown_model_option_is_a_config_error():
 
     with pytest.raises(ConfigError, match="simple_cnn"):
         create_model("vgg99")
+
+
+def test_multirun_grid_writes_one_result_per_job(tmp_path):
+    proc = run_cli(["-m", "experiment=smoke", "data.limit_train=128", "data.val_size=64", "data.limit_test=64",
+                    "downsample=conv,maxpool"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
+    found = {json.loads((sweep / job / "metrics.json").read_text())["downsample"] for job in ("0", "1")}
+    assert found == {"conv", "maxpool"}

@@ -29,7 +29,11 @@ def resolve_precision(value):
 
 def register_resolvers() -> None:
     """``${stridelab.uid:}``: a short id, fixed per process, that keeps run folders unique even for
-    jobs started in the same second."""
+    jobs started in the same second. ``${stridelab.cwd:}``: the launch directory; unlike
+    ``${hydra:runtime.cwd}`` it also resolves where a multirun's sweep folder is named, before
+    Hydra's runtime config exists."""
+    if not OmegaConf.has_resolver("stridelab.cwd"):
+        OmegaConf.register_new_resolver("stridelab.cwd", os.getcwd, use_cache=True)
     if not OmegaConf.has_resolver("stridelab.uid"):
         run_id = uuid.uuid4().hex[:6]
         OmegaConf.register_new_resolver("stridelab.uid", lambda: run_id)
