@@ -44,7 +44,8 @@ def _quiet_lightning() -> None:
         handler.addFilter(_DropTips())
 
 # Keys that say where things are written, not what is trained: left out of the config hash.
-_NON_IDENTITY_KEYS = ("paths", "hydra", "trainer.default_root_dir", "logger", "callbacks")
+# The measurement suite does not change what is trained either: re-measure with stridelab.evaluate.
+_NON_IDENTITY_KEYS = ("paths", "hydra", "trainer.default_root_dir", "logger", "callbacks", "metrics")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -121,28 +122,28 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
         _quiet_lightning()
 
         from stridelab.models import check_geometry
-
+        from stridelab.training.throughput import TrainThroughput
 
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        datamodule = _build(instantiate, cfg.data)
-        splits = datamodule.load()  # fail fast on missing data, before anything else is built
-        results.update({f"data/{k}": v for k, v in splits.info.items() if k.endswith("_size")})
-        downsample = _build(instantiate, cfg.downsample)
-        padding = _build(instantiate, cfg.padding)
-        model = _build(instantiate, cfg.model, num_classes=datamodule.num_classes,
-                       in_chans=datamodule.in_chans, downsample=downsample, padding=padding)
+        datamodule, model = build_data_and_model(cfg)
+        results.update({f"data/{k}": v for k, v in datamodule.load().info.items() if k.endswith("_size")})
         feature_shape = check_geometry(model, datamodule.input_shape)
         results.update({"model/params": sum(p.numel() for p in model.parameters()),
                         "model/feature_shape": "x".join(map(str, feature_shape))})
+        suite = _build(instantiate, cfg.metrics) if cfg.get("metrics") else None
         module = _build(instantiate, cfg.module, model=model, optimizer=instantiate(cfg.optimizer),
                         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
                         eval_names=datamodule.test_names)
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        timer = TrainThroughput(suite.warmup_steps if suite else 5)
+        callbacks.append(timer)
         trainer = _build(instantiate, cfg.trainer, logger=loggers or False, callbacks=callbacks,
                          precision=resolve_precision(cfg.trainer.get("precision", "fast")))
         results.update({"trainer/precision": str(trainer.precision),
                         "trainer/device": str(trainer.strategy.root_device)})
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         t_fit = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         if trainer.interrupted:
@@ -152,13 +153,19 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
         results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
         trainer.test(module, datamodule=datamodule, verbose=False)
         results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
-        if "test_dissimilar/acc" in results.data:
-            results.update({"test/position_gap": results.data["test/acc"] - results.data["test_dissimilar/acc"]})
+        results.write()
+        measurement = None
+        if suite is not None:
+            log.info("measuring (shift, crop, border, padding audit, coverage, position, cost) ...")
+            measurement = suite.measure(model, datamodule, device=trainer.strategy.root_device,
+                                        precision=str(trainer.precision), fit_window=timer.window)
+            results.update(measurement.metrics)
+            measurement.save(out)
         if cfg.get("save_weights"):
             torch.save(model.state_dict(), out / "model.pt")
         results.update({"time/total_s": time.perf_counter() - t0})
         results.succeed()
-        _log_hparams(loggers, results.data)
+        _log_tensorboard(loggers, results.data, measurement, trainer.global_step)
         return results.data
     except KeyboardInterrupt:
         results.fail("interrupted (Ctrl-C or the process was stopped) before the run finished")
@@ -167,6 +174,19 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
         err = _unwrap(err)
         results.fail(f"{type(err).__name__}: {err}")
         raise err from None
+
+
+def build_data_and_model(cfg: DictConfig):
+    """The data module (data loaded, so missing data fails here) and the model of a run's config."""
+    from hydra.utils import instantiate
+
+    datamodule = _build(instantiate, cfg.data)
+    datamodule.load()  # fail fast on missing data, before anything else is built
+    downsample = _build(instantiate, cfg.downsample)
+    padding = _build(instantiate, cfg.padding)
+    model = _build(instantiate, cfg.model, num_classes=datamodule.num_classes,
+                   in_chans=datamodule.in_chans, downsample=downsample, padding=padding)
+    return datamodule, model
 
 
 def _check_data_on_disk(data_cfg: DictConfig) -> None:
@@ -192,15 +212,23 @@ def _build(instantiate, node, **kwargs):
         raise
 
 
-def _log_hparams(loggers, metrics: dict) -> None:
-    """Put the variant and its final figures into TensorBoard's HPARAMS tab."""
+# Metric groups that go into TensorBoard's HPARAMS tab as final figures.
+HPARAM_METRIC_GROUPS = ("test", "test_dissimilar", "val", "train", "shift", "crop", "border", "audit",
+                        "coverage", "position", "cost")
+
+
+def _log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
+    """The measurement suite's scalars, figures and audit table, and the HPARAMS entry: the variant
+    with its real final figures."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     hparams = {k: metrics[k] for k in ("model", "downsample", "padding", "padding_amount", "data", "seed")}
     finals = {k: v for k, v in metrics.items() if "/" in k and isinstance(v, (int, float))
-              and k.split("/")[0] in ("test", "test_dissimilar", "val", "train")}
+              and not isinstance(v, bool) and k.split("/")[0] in HPARAM_METRIC_GROUPS}
     for lg in loggers:
         if isinstance(lg, TensorBoardLogger):
+            if measurement is not None:
+                measurement.log_tensorboard(lg.experiment, step)
             lg.log_hyperparams(hparams, metrics=finals)
             lg.finalize("success")
 

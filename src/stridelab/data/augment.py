@@ -15,27 +15,40 @@ from stridelab.errors import choose
 CROP_FILLS = ("zeros", "mean", "reflect")
 
 
+def pad_images(x: torch.Tensor, pad: int, fill: str, fill_color: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad a float (B, C, H, W) batch by ``pad`` on every side with ``fill`` (zeros, mean, reflect).
+
+    ``mean`` fills with ``fill_color`` (one value per channel).
+    """
+    choose("crop fill", fill, CROP_FILLS)
+    if fill == "reflect":
+        return F.pad(x, (pad,) * 4, mode="reflect")
+    if fill == "mean":
+        color = torch.as_tensor(fill_color, dtype=x.dtype, device=x.device).view(1, x.shape[1], 1, 1)
+        return F.pad(x - color, (pad,) * 4) + color
+    return F.pad(x, (pad,) * 4)
+
+
+def crop_images(xp: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Per-image crops ``xp[i, :, oy[i]:oy[i]+h, ox[i]:ox[i]+w]`` in one indexing op (channels_last)."""
+    b = xp.shape[0]
+    rows = (oy[:, None] + torch.arange(h, device=xp.device))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=xp.device))[:, None, :]
+    batch = torch.arange(b, device=xp.device)[:, None, None]
+    # Advanced indexing around a slice puts the indexed dims first: (B, H, W, C), i.e. NHWC memory.
+    return xp[batch, :, rows, cols].permute(0, 3, 1, 2)
+
+
 def random_translate(x: torch.Tensor, pad: int, fill: str, fill_color: torch.Tensor | None = None) -> torch.Tensor:
     """Pad each image by ``pad`` and crop back at an independent uniform offset in ``[0, 2 pad]^2``.
 
     ``x`` is float (B, C, H, W); the result is (B, C, H, W) in channels_last memory layout.
     """
-    choose("crop fill", fill, CROP_FILLS)
     b, c, h, w = x.shape
-    if fill == "reflect":
-        xp = F.pad(x, (pad,) * 4, mode="reflect")
-    elif fill == "mean":
-        color = fill_color.view(1, c, 1, 1)
-        xp = F.pad(x - color, (pad,) * 4) + color
-    else:
-        xp = F.pad(x, (pad,) * 4)
+    xp = pad_images(x, pad, fill, fill_color)
     oy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
     ox = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
-    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    # Advanced indexing around a slice puts the indexed dims first: (B, H, W, C), i.e. NHWC memory.
-    return xp[batch, :, rows, cols].permute(0, 3, 1, 2)
+    return crop_images(xp, oy, ox, h, w)
 
 
 class BatchTransform:

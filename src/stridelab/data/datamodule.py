@@ -160,7 +160,18 @@ class DeviceDataModule(L.LightningDataModule):
         self.train_transform = BatchTransform(flip=self.augment and self.flip,
                                               crop_padding=self.crop_padding if self.augment else 0,
                                               crop_fill=self.crop_fill, **common).to(device)
-        self.eval_transform = BatchTransform(**common).to(device)
+        self.eval_transform = self.eval_transform_on(device)
+
+    def eval_transform_on(self, device) -> BatchTransform:
+        """The evaluation transform (normalise, no augmentation) on ``device``."""
+        self.load()
+        return BatchTransform(mean=self.mean, std=self.std, normalize=self.normalize,
+                              channels_last=self.channels_last).to(device)
+
+    def model_inputs(self, images: np.ndarray, device="cpu") -> torch.Tensor:
+        """uint8 NCHW images (numpy) -> the float batch the model sees at evaluation, on ``device``."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        return self.eval_transform_on(device)(x)
 
     def train_dataloader(self):
         x, y = self._device_data["train"]

@@ -1,0 +1,130 @@
+"""Measure a trained model again, without training: ``python -m stridelab.evaluate ckpt=RUN_DIR/model.pt``.
+
+The run's ``config.yaml`` (next to the weights) rebuilds the data and the model; the weights are
+loaded with ``torch.load(weights_only=True)``; the measurement suite runs and its figures are merged
+into the run's ``metrics.json`` (atomically; training and test figures are kept), with the plots and
+``padding_audit.md`` rewritten and the figures logged to ``RUN_DIR/tensorboard/evaluate``.
+
+Options (``key=value``): ``ckpt=`` (the weights, or the run folder), ``device=auto|cpu|cuda``,
+``precision=fast|32-true|bf16-mixed|...``, and any ``metrics.<knob>=value`` of configs/metrics.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from stridelab.config import CONFIG_DIR, register_resolvers, resolve_precision
+from stridelab.errors import ConfigError, DataError, StridelabError
+
+USAGE = ("usage: python -m stridelab.evaluate ckpt=RUN_DIR/model.pt [device=auto|cpu|cuda] "
+         "[precision=fast|32-true|bf16-mixed] [metrics.subset_size=N ...]")
+
+
+def parse_args(argv: list[str]) -> dict:
+    opts = {"ckpt": None, "device": "auto", "precision": "fast"}
+    metrics = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise ConfigError(f"'{arg}' is not a key=value option. {USAGE}")
+        if key.startswith("metrics."):
+            metrics.append(arg)
+        elif key in opts:
+            opts[key] = value
+        else:
+            raise ConfigError(f"Unknown option '{key}'. {USAGE}")
+    if not opts["ckpt"]:
+        raise ConfigError(f"Say which weights to measure with ckpt=. {USAGE}")
+    opts["metrics"] = metrics
+    return opts
+
+
+def _locate(ckpt: str) -> tuple[Path, Path]:
+    path = Path(ckpt).expanduser()
+    weights = path / "model.pt" if path.is_dir() else path
+    run_dir = weights.parent
+    if not weights.is_file():
+        raise DataError(f"No weights at {weights}. Pass ckpt= the model.pt of a finished run (runs write it "
+                        "unless save_weights=false), or its run folder.")
+    if not (run_dir / "config.yaml").is_file():
+        raise DataError(f"No config.yaml next to {weights}: the model cannot be rebuilt without the run's "
+                        "config. Keep model.pt inside the run folder stridelab.train wrote.")
+    return weights, run_dir
+
+
+def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_overrides: list[str] = ()) -> dict:
+    """Rebuild, load and measure; returns the updated metrics of the run."""
+    import torch
+    from hydra.utils import instantiate
+
+    from stridelab.train import _build, _check_data_on_disk, build_data_and_model
+    from stridelab.training.results import RunResults, read_metrics
+
+    weights, run_dir = _locate(ckpt)
+    register_resolvers()
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    base = OmegaConf.load(CONFIG_DIR / "metrics" / "default.yaml")
+    cfg.metrics = OmegaConf.merge(base, cfg.get("metrics") or {}, OmegaConf.from_dotlist(list(metric_overrides)).get("metrics", {}))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    _check_data_on_disk(cfg.data)
+    datamodule, model = build_data_and_model(cfg)
+    suite = _build(instantiate, cfg.metrics)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:
+        raise DataError(f"{weights} does not hold this run's weights ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0]}). It must be the state_dict the run wrote; was the file "
+                        "replaced or the config edited?") from None
+    model.to(device)
+    if cfg.get("module", {}).get("channels_last", True):
+        model.to(memory_format=torch.channels_last)
+    precision = resolve_precision(precision)
+    t0 = time.perf_counter()
+    measurement = suite.measure(model, datamodule, device=device, precision=precision)
+    metrics_path = run_dir / "metrics.json"
+    results = RunResults(metrics_path)
+    results.data = read_metrics(metrics_path) if metrics_path.is_file() else {"status": "ok"}
+    fresh = dict(measurement.metrics)
+    if results.data.get("cost/train_from") == "fit":  # the real run's timing beats a probe's
+        for key in ("cost/train_images_per_s", "cost/train_from", "cost/train_timed_steps"):
+            fresh.pop(key, None)
+    results.update(fresh, **{"evaluate/device": str(device), "evaluate/precision": precision,
+                             "evaluate/seconds": time.perf_counter() - t0})
+    results.write()
+    measurement.save(run_dir)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(run_dir / "tensorboard" / "evaluate")) as writer:
+            measurement.log_tensorboard(writer)
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        pass
+    return results.data
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    try:
+        opts = parse_args(argv)
+        data = evaluate(opts["ckpt"], opts["device"], opts["precision"], opts["metrics"])
+    except StridelabError as err:
+        print(f"\nstridelab: error: {err}\n", file=sys.stderr)
+        return 2
+    keys = ("shift/circular_consistency", "shift/circular_logit_change", "crop/consistency", "border/deviation",
+            "audit/uneven_layers", "coverage/interior_ratio", "position/gap", "cost/infer_images_per_s")
+    print("stridelab: " + "  ".join(f"{k}={data[k]:.4g}" for k in keys if isinstance(data.get(k), (int, float))))
+    print(f"stridelab: measurements merged into {Path(data.get('run_dir', '.')) / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""What every metric needs: batched no-grad forward passes in eval mode, at the run's precision."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """Eval mode (BatchNorm uses running statistics) for the block, then the previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def autocast_dtype(precision: str | None) -> torch.dtype | None:
+    """The autocast dtype of a Lightning precision string (``bf16-mixed`` -> bfloat16), else None."""
+    precision = str(precision or "")
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
+              amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``model(images)`` in eval mode and batches of ``batch_size``; logits in float32 (float64 when
+    the images are float64, so analytic tests keep their precision)."""
+    out_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+    outs = []
+    with evaluating(model), torch.no_grad(), autocast(images.device, amp_dtype):
+        for i in range(0, len(images), batch_size):
+            outs.append(model(images[i:i + batch_size]).to(out_dtype))
+    return torch.cat(outs) if outs else torch.empty(0, dtype=out_dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work (timing windows end here; a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

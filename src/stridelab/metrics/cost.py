@@ -1,0 +1,153 @@
+"""Cost: parameters, FLOPs, training and inference throughput, peak memory, model FLOP utilisation.
+
+* FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``: 2 FLOPs per multiply-add of
+  convolutions and matrix products (the usual convention, e.g. Kaplan et al. 2020); normalisation,
+  activations, pooling and biases are not counted. Blur filters are depthwise convolutions and are.
+* Throughput is measured at steady state: warm-up steps are excluded, the device is synchronised
+  only at the ends of a timing window (never per step), and in a training run the windows stop
+  before validation. Images/s = images in the windows / time in the windows.
+* MFU (model FLOP utilisation, Chowdhery et al. 2022, PaLM, App. B): training images/s x training
+  FLOPs per image (forward + backward, counted) / the device's peak dense FLOP/s at the run's
+  precision, from the vendor's data sheet (:data:`PEAK_FLOPS`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from stridelab.metrics._common import autocast, evaluating, synchronize
+
+# Dense (no sparsity) peak FLOP/s from NVIDIA's data sheets: (bf16/fp16 tensor core, tf32, fp32).
+PEAK_FLOPS = {
+    "H200": (989.4e12, 494.7e12, 66.9e12),
+    "H100 PCIe": (756.0e12, 378.0e12, 51.2e12),
+    "H100": (989.4e12, 494.7e12, 66.9e12),  # SXM (e.g. "NVIDIA H100 80GB HBM3")
+    "A100": (312.0e12, 156.0e12, 19.5e12),
+    "L40S": (362.05e12, 183.0e12, 91.6e12),
+    "A10G": (70.0e12, 35.0e12, 31.2e12),
+    "L4": (121.0e12, 60.0e12, 30.3e12),
+    "V100": (125.0e12, 15.7e12, 15.7e12),
+    "T4": (65.0e12, 8.1e12, 8.1e12),
+}
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, int, int], train: bool = False,
+                batch: int = 2) -> float:
+    """FLOPs per image of one forward pass (``train=False``, eval mode) or of a forward and backward
+    pass (``train=True``, training mode, on a copy so running statistics are untouched)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    x = torch.zeros((batch, *input_shape), device=device, dtype=dtype)
+    if train:
+        net = copy.deepcopy(model).train()
+        with FlopCounterMode(display=False) as counter:
+            net(x).float().sum().backward()
+    else:
+        with evaluating(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    return counter.get_total_flops() / batch
+
+
+class ThroughputWindow:
+    """Accumulates timed windows: :meth:`open` and :meth:`close` synchronise the device once each."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.seconds = 0.0
+        self.images = 0
+        self.steps = 0
+        self._t0: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._t0 is not None
+
+    def open(self) -> None:
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+
+    def count(self, images: int) -> None:
+        self.images += int(images)
+        self.steps += 1
+
+    def close(self) -> None:
+        if self._t0 is None:
+            return
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - self._t0
+        self._t0 = None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images / self.seconds if self.seconds > 0 and self.images else None
+
+
+def training_throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 10,
+                        warmup: int = 3, amp_dtype: torch.dtype | None = None,
+                        optimizer=None) -> float:
+    """Images/s of full training steps (forward, cross-entropy, backward, SGD step) on one fixed
+    batch, on a copy of ``model`` (the model itself is not changed)."""
+    net = copy.deepcopy(model).train()
+    opt = optimizer(net.parameters()) if optimizer else torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    labels = labels.to(images.device)
+    window = ThroughputWindow(images.device)
+
+    def step():
+        with autocast(images.device, amp_dtype):
+            loss = F.cross_entropy(net(images).float(), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    window.open()
+    for _ in range(steps):
+        step()
+        window.count(len(images))
+    window.close()
+    return window.images_per_s
+
+
+def inference_throughput(model: nn.Module, images: torch.Tensor, steps: int = 10, warmup: int = 3,
+                         amp_dtype: torch.dtype | None = None) -> float:
+    """Images/s of eval-mode forward passes on one fixed batch (no grad)."""
+    window = ThroughputWindow(images.device)
+    with evaluating(model), torch.no_grad(), autocast(images.device, amp_dtype):
+        for _ in range(warmup):
+            model(images)
+        window.open()
+        for _ in range(steps):
+            model(images)
+            window.count(len(images))
+        window.close()
+    return window.images_per_s
+
+
+def peak_memory_mib(device: torch.device) -> float | None:
+    """Peak memory allocated by tensors on a CUDA device since the last reset (None elsewhere)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def device_peak_flops(device: torch.device, precision: str) -> tuple[float, str] | None:
+    """The device's peak dense FLOP/s at ``precision`` and a description of which peak it is."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in PEAK_FLOPS.items():  # more specific names first ("H100 PCIe" before "H100")
+        if key in name:
+            if str(precision).startswith(("bf16", "16")):
+                return peaks[0], f"{name}: dense bf16/fp16 tensor-core peak {peaks[0] / 1e12:.1f} TFLOP/s"
+            if torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32:
+                return peaks[1], f"{name}: dense TF32 tensor-core peak {peaks[1] / 1e12:.1f} TFLOP/s"
+            return peaks[2], f"{name}: fp32 peak {peaks[2] / 1e12:.1f} TFLOP/s"
+    return None

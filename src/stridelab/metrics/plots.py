@@ -1,0 +1,45 @@
+"""Figures of one run's measurements (matplotlib, Agg backend). Missing matplotlib: no figures."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency; plots are optional extras
+        return None
+    return plt
+
+
+def stability_figure(curve: dict[int, float], title: str = ""):
+    plt = _plt()
+    if plt is None or not curve:
+        return None
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
+    ds = sorted(curve)
+    ax.plot(ds, [curve[d] for d in ds], marker="o")
+    ax.set_xlabel("diagonal shift d (pixels)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "stability under diagonal shift (Zhang 2019)", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def map_figure(values: torch.Tensor, title: str, label: str, cmap: str = "magma"):
+    plt = _plt()
+    if plt is None or values is None:
+        return None
+    fig, ax = plt.subplots(figsize=(3.8, 3.2), dpi=100)
+    im = ax.imshow(values.detach().cpu().float().numpy(), cmap=cmap, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,213 @@
+"""The measurement suite: every metric of :mod:`stridelab.metrics`, run the same way on every variant.
+
+``MeasurementSuite.measure`` runs after ``trainer.test`` in every training run (and on a saved model
+with ``python -m stridelab.evaluate``). Metrics that read images use a fixed, seeded subset of the
+first test set (``subset_size`` images, ``subset_seed``), the same for every variant and seed.
+Names of the figures it returns are listed in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from stridelab.errors import ConfigError, choose
+from stridelab.metrics import border, cost, position, shift, spatial
+from stridelab.metrics._common import autocast_dtype
+
+METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "cost")
+
+
+@dataclass
+class Measurement:
+    """What one suite run produced: flat ``metrics`` plus the data behind its figures and tables."""
+
+    metrics: dict = field(default_factory=dict)
+    stability: dict[int, float] = field(default_factory=dict)
+    border_heatmap: torch.Tensor | None = None
+    coverage_map: torch.Tensor | None = None
+    audit_md: str = ""
+
+    def figures(self) -> dict:
+        from stridelab.metrics import plots
+
+        figs = {
+            "crop/stability_curve": plots.stability_figure(self.stability),
+            "border/features_heatmap": plots.map_figure(
+                self.border_heatmap, "border deviation of the features\n(constant input; Alsallakh et al. 2021)",
+                "|F - interior median| / RMS"),
+            "coverage/input_map": plots.map_figure(
+                self.coverage_map, "input coverage (transposed pass of ones)", "paths to the output", "viridis"),
+        }
+        return {k: v for k, v in figs.items() if v is not None}
+
+    def save(self, run_dir: str | Path) -> list[Path]:
+        """Write ``plots/*.png`` and ``padding_audit.md`` into ``run_dir`` (each file atomically)."""
+        from stridelab.training.results import atomic_write_bytes, atomic_write_text
+
+        run_dir = Path(run_dir)
+        written = []
+        if self.audit_md:
+            atomic_write_text(run_dir / "padding_audit.md", "# Uneven-padding audit\n\n" + self.audit_md)
+            written.append(run_dir / "padding_audit.md")
+        import io
+
+        import matplotlib.pyplot as plt
+
+        for tag, fig in self.figures().items():
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+            plt.close(fig)
+            path = run_dir / "plots" / (tag.replace("/", "_") + ".png")
+            atomic_write_bytes(path, buf.getvalue())
+            written.append(path)
+        return written
+
+    def log_tensorboard(self, writer, step: int = 0) -> None:
+        """Scalars, figures and the audit table into a ``SummaryWriter``."""
+        for k, v in self.metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
+                writer.add_scalar(k, v, step)
+        for tag, fig in self.figures().items():
+            writer.add_figure(tag, fig, step)  # closes the figure
+        if self.audit_md:
+            writer.add_text("audit/padding", self.audit_md, step)
+
+
+@dataclass
+class MeasurementSuite:
+    """Knobs of the suite (``metrics:`` in the config). ``skip``: groups of :data:`METRIC_GROUPS` not to run."""
+
+    subset_size: int | None = 1000
+    subset_seed: int = 0
+    batch_size: int = 500
+    max_shift: int = 3
+    crop_padding: int = 4
+    crop_fill: str = "mean"
+    border_band: int = 1
+    warmup_steps: int = 5
+    probe_steps: int = 5
+    inference_batch: int = 256
+    inference_steps: int = 10
+    skip: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.skip = tuple(self.skip or ())
+        for name in self.skip:
+            choose("metric group in metrics.skip", name, METRIC_GROUPS)
+        from stridelab.data.augment import CROP_FILLS
+
+        choose("metrics.crop_fill", self.crop_fill, CROP_FILLS)
+        for knob in ("batch_size", "border_band", "inference_batch", "inference_steps", "probe_steps"):
+            if int(getattr(self, knob)) < 1:
+                raise ConfigError(f"metrics.{knob} must be >= 1 (got {getattr(self, knob)}).")
+        if self.max_shift < 0 or self.crop_padding < 0 or self.warmup_steps < 0:
+            raise ConfigError("metrics.max_shift, metrics.crop_padding and metrics.warmup_steps must be >= 0 "
+                              f"(got {self.max_shift}, {self.crop_padding}, {self.warmup_steps}).")
+
+    def subset_indices(self, n: int) -> np.ndarray:
+        """The fixed subset: the first ``subset_size`` of a ``subset_seed`` permutation, sorted."""
+        if not self.subset_size or self.subset_size >= n:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(self.subset_seed).permutation(n)[: self.subset_size])
+
+    def measure(self, model: nn.Module, datamodule, device: torch.device | str | None = None,
+                precision: str = "32-true", fit_window: cost.ThroughputWindow | None = None) -> Measurement:
+        """Run every group not in ``skip`` on ``model`` with the test images of ``datamodule``."""
+        t0 = time.perf_counter()
+        device = torch.device(device) if device is not None else next(model.parameters()).device
+        model = model.to(device)
+        amp = autocast_dtype(precision)
+        splits = datamodule.load()
+        tests = splits.tests
+        name = next(iter(tests))
+        idx = self.subset_indices(len(tests[name][1]))
+        x = datamodule.model_inputs(tests[name][0][idx], device)
+        y = torch.from_numpy(tests[name][1][idx]).to(device)
+        input_shape = tuple(datamodule.input_shape)
+        m = Measurement()
+        out = m.metrics
+        out.update({"metrics/subset_size": len(idx), "metrics/subset_seed": self.subset_seed,
+                    "metrics/test_set": name})
+        run = [g for g in METRIC_GROUPS if g not in self.skip]
+        bs = self.batch_size
+
+        if "shift" in run:
+            r = shift.circular_shift_consistency(model, x, self.max_shift, seed=self.subset_seed,
+                                                 batch_size=bs, amp_dtype=amp)
+            out.update({"shift/circular_consistency": r["consistency"],
+                        "shift/circular_logit_change": r["logit_change"], "shift/max_shift": self.max_shift})
+        if "crop" in run:
+            color = x.mean(dim=(0, 2, 3))
+            r = shift.crop_consistency(model, x, self.crop_padding, self.crop_fill, seed=self.subset_seed,
+                                       batch_size=bs, fill_color=color, amp_dtype=amp)
+            m.stability = shift.stability_curve(model, x, y, self.crop_padding, self.crop_fill, batch_size=bs,
+                                                fill_color=color, amp_dtype=amp)
+            out.update({"crop/consistency": r["consistency"], "crop/padding": self.crop_padding,
+                        "crop/fill": self.crop_fill})
+            out.update({f"crop/acc_at_{d:+d}": a for d, a in m.stability.items()})
+            out["crop/stability_range"] = max(m.stability.values()) - min(m.stability.values())
+        if "border" in run:
+            r = border.border_deviation(model, border.constant_images(x), self.border_band, amp_dtype=amp)
+            out.update({"border/deviation": r.mean, "border/deviation_max": r.max,
+                        "border/features": r.features, "border/band": self.border_band})
+            out.update({f"border/layer_{i:02d}.{k}": v for i, (k, v) in enumerate(r.per_layer.items())})
+            m.border_heatmap = r.heatmap
+        if "audit" in run:
+            rows = spatial.padding_audit(model, input_shape)
+            out.update({"audit/strided_layers": len(rows), "audit/uneven_layers": sum(r.uneven for r in rows),
+                        "audit/dropped_px": sum(sum(r.dropped) for r in rows)})
+            m.audit_md = spatial.audit_markdown(rows)
+        if "coverage" in run:
+            cov, total_stride = spatial.coverage_map(model, input_shape)
+            out.update({f"coverage/{k}": v for k, v in spatial.coverage_stats(cov, total_stride).items()})
+            out["coverage/total_stride"] = total_stride
+            m.coverage_map = cov
+        if "position" in run and "test_dissimilar" in tests:
+            moved = tests["test_dissimilar"]
+            dis = (datamodule.model_inputs(moved[0][idx], device), torch.from_numpy(moved[1][idx]).to(device))
+            r = position.position_gap(model, (x, y), dis, batch_size=bs, amp_dtype=amp)
+            out.update({f"position/{k}": v for k, v in r.items()})
+        if "cost" in run:
+            out.update(self._cost(model, datamodule, x, y, input_shape, device, precision, amp, fit_window))
+        out["time/measure_s"] = time.perf_counter() - t0
+        return m
+
+    def _cost(self, model, datamodule, x, y, input_shape, device, precision, amp, fit_window) -> dict:
+        out = {"cost/params": sum(p.numel() for p in model.parameters()),
+               "cost/flops_per_image": cost.count_flops(model, input_shape),
+               "cost/train_flops_per_image": cost.count_flops(model, input_shape, train=True)}
+        if fit_window is not None and fit_window.images_per_s:
+            out.update({"cost/train_images_per_s": fit_window.images_per_s, "cost/train_from": "fit",
+                        "cost/train_timed_steps": fit_window.steps})
+        else:  # too few steps to time the real run: time training steps on a copy of the model
+            bsz = int(getattr(datamodule, "batch_size", 128))
+            xb, yb = _batch_of(x, bsz), _batch_of(y, bsz)
+            out.update({"cost/train_images_per_s": cost.training_throughput(
+                model, xb, yb, self.probe_steps, min(self.warmup_steps, 3), amp), "cost/train_from": "probe",
+                "cost/train_timed_steps": self.probe_steps})
+        xb = _batch_of(x, self.inference_batch)
+        out["cost/infer_images_per_s"] = cost.inference_throughput(
+            model, xb, self.inference_steps, min(self.warmup_steps, 3), amp)
+        out["cost/infer_batch"] = self.inference_batch
+        mem = cost.peak_memory_mib(device)
+        if mem is not None:
+            out["cost/peak_memory_mib"] = mem
+        peak = cost.device_peak_flops(device, precision)
+        if peak is not None:
+            achieved = out["cost/train_images_per_s"] * out["cost/train_flops_per_image"]
+            out.update({"cost/achieved_flops": achieved, "cost/peak_flops": peak[0], "cost/mfu": achieved / peak[0],
+                        "cost/peak_flops_source": peak[1]})
+        return out
+
+
+def _batch_of(t: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` rows of ``t``, repeating it when it is shorter."""
+    if len(t) >= n:
+        return t[:n]
+    return t.repeat((n + len(t) - 1) // len(t), *([1] * (t.dim() - 1)))[:n]

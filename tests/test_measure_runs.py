@@ -1,0 +1,127 @@
+"""The measurement suite inside real runs: metrics.json keys, plots, TensorBoard, stridelab.evaluate."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, compose
+
+from stridelab.errors import ConfigError
+from stridelab.train import run
+
+DOCS = ROOT / "docs" / "metrics.md"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    cfg = compose(["experiment=smoke", "save_weights=true", "downsample=maxpool", "padding=zeros"], tmp)
+    return run(cfg), tmp / "run"
+
+
+def test_every_run_carries_the_suite(smoke_run):
+    metrics, run_dir = smoke_run
+    assert metrics["status"] == "ok"
+    numeric = ["shift/circular_consistency", "shift/circular_logit_change", "crop/consistency", "crop/acc_at_+0",
+               "crop/stability_range", "border/deviation", "border/features", "audit/uneven_layers",
+               "coverage/interior_ratio", "coverage/border_ratio", "cost/flops_per_image", "cost/params",
+               "cost/train_images_per_s", "cost/infer_images_per_s", "time/measure_s"]
+    for key in numeric:
+        assert isinstance(metrics[key], (int, float)), key
+    assert 0 <= metrics["shift/circular_consistency"] <= 1 and metrics["cost/train_images_per_s"] > 0
+    assert metrics["border/deviation"] > 0.01, "zero padding leaves a border on constant input"
+    assert metrics["metrics/subset_size"] == 128  # metrics=quick; the smoke test set has 256 images
+    # 512 images / batch 64 = 8 steps, the first 2 are warm-up: the real run was timed.
+    assert metrics["cost/train_from"] == "fit" and metrics["cost/train_timed_steps"] == 6
+    assert sorted(k for k in metrics if k.startswith("crop/acc_at_")) == sorted(f"crop/acc_at_{d:+d}" for d in range(-4, 5))
+    assert any(k.startswith("border/layer_00.") for k in metrics)
+    assert not any(k.startswith("position/") for k in metrics), "no position gap without a dissimilar set"
+    assert "cost/mfu" not in metrics and "cost/peak_memory_mib" not in metrics  # CPU: no device peak
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk["shift/circular_consistency"] == metrics["shift/circular_consistency"]
+    for png in ("crop_stability_curve.png", "border_features_heatmap.png", "coverage_input_map.png"):
+        assert (run_dir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| stages.stage0.down |" in (run_dir / "padding_audit.md").read_text()
+
+
+def test_tensorboard_gets_scalars_images_and_real_hparams(smoke_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    metrics, run_dir = smoke_run
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    tags = acc.Tags()
+    value = acc.Scalars("shift/circular_consistency")[-1].value
+    assert value == pytest.approx(metrics["shift/circular_consistency"], rel=1e-6)
+    assert {"crop/stability_curve", "border/features_heatmap", "coverage/input_map"} <= set(tags["images"])
+    hp = [plugin_data_pb2.HParamsPluginData.FromString(c) for c in acc.PluginTagToContent("hparams").values()]
+    session = next(h.session_start_info for h in hp if h.HasField("session_start_info"))
+    assert session.hparams["downsample"].string_value == "maxpool"
+    assert "border/deviation" in acc.Tags()["scalars"]
+
+
+def test_docs_name_every_key_the_suite_writes(smoke_run):
+    metrics, _ = smoke_run
+    text = DOCS.read_text()
+    documented = set(re.findall(r"`([a-z_]+/[a-z_]+[^`]*)`", text))
+    patterns = [re.compile("^" + re.escape(d).replace(r"\{d\}", r"[+-]\d+").replace(r"\{i\}", r"\d\d")
+                           .replace(r"\{layer\}", r".+") + "$") for d in documented]
+    groups = ("shift", "crop", "border", "audit", "coverage", "position", "cost", "metrics", "time")
+    for key in metrics:
+        if key.split("/")[0] in groups:
+            assert any(p.match(key) for p in patterns), f"{key} is not documented in docs/metrics.md"
+    for key in ("position/gap", "cost/mfu", "cost/peak_memory_mib", "cost/peak_flops_source"):
+        assert f"`{key}`" in text
+
+
+def test_evaluate_reproduces_the_runs_figures(smoke_run, tmp_path):
+    metrics, run_dir = smoke_run
+    before = json.loads((run_dir / "metrics.json").read_text())
+    proc = subprocess.run([sys.executable, "-m", "stridelab.evaluate", f"ckpt={run_dir / 'model.pt'}", "device=cpu"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = json.loads((run_dir / "metrics.json").read_text())
+    # Same weights, same subset, same shifts: the same figures; training figures untouched.
+    for key in ("shift/circular_consistency", "shift/circular_logit_change", "crop/consistency", "border/deviation",
+                "coverage/interior_ratio", "test/acc", "cost/train_images_per_s"):
+        assert after[key] == pytest.approx(before[key], rel=1e-5), key
+    assert after["evaluate/device"] == "cpu" and "merged into" in proc.stdout
+    assert list((run_dir / "tensorboard" / "evaluate").glob("events.out.tfevents*"))
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["ckpt=/nonexistent/model.pt"], "No weights at"),
+    (["checkpoint=x"], "Unknown option 'checkpoint'"),
+    ([], "Say which weights"),
+])
+def test_evaluate_bad_input(args, expect):
+    proc = subprocess.run([sys.executable, "-m", "stridelab.evaluate", *args], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and expect in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_refuses_weights_of_another_model(smoke_run, tmp_path):
+    import shutil
+
+    import torch
+
+    _, run_dir = smoke_run
+    other = tmp_path / "run"
+    shutil.copytree(run_dir, other)
+    torch.save({"weight": torch.zeros(3)}, other / "model.pt")
+    proc = subprocess.run([sys.executable, "-m", "stridelab.evaluate", f"ckpt={other}"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "does not hold this run's weights" in proc.stderr
+
+
+def test_suite_knobs_are_checked_and_skip_works(tmp_path):
+    with pytest.raises(ConfigError, match="metrics.skip"):
+        run(compose(["experiment=smoke", "metrics.skip=[shfit]"], tmp_path / "a"))
+    metrics = run(compose(["experiment=smoke", "metrics.skip=[shift,crop,border,coverage,cost]", "logger=csv"],
+                          tmp_path / "b"))
+    assert "audit/uneven_layers" in metrics and not any(k.startswith(("shift/", "crop/", "cost/")) for k in metrics)
