@@ -245,3 +245,21 @@ def test_position_gap():
     r = position_gap(_AlwaysClass0(), (x, zeros), (x, ones))
     assert r == {"similar_acc": 1.0, "dissimilar_acc": 0.0, "gap": 1.0}
     assert position_gap(_AlwaysClass0(), (x, zeros), (x, zeros))["gap"] == 0.0
+
+
+@pytest.mark.parametrize("name,precision,peak", [
+    ("NVIDIA H100 80GB HBM3", "bf16-mixed", 989.4e12), ("NVIDIA H100 PCIe", "bf16-mixed", 756.0e12),
+    ("NVIDIA H200", "16-mixed", 989.4e12), ("NVIDIA A100-SXM4-80GB", "bf16-mixed", 312.0e12),
+    ("NVIDIA A100-SXM4-80GB", "32-true", 156.0e12),  # TF32 is PyTorch's default for convolutions
+    ("Some Future GPU", "bf16-mixed", None),
+])
+def test_device_peak_flops_says_which_peak(monkeypatch, name, precision, peak):
+    from stridelab.metrics import device_peak_flops
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    got = device_peak_flops(torch.device("cuda"), precision)
+    assert (got and got[0]) == peak
+    if peak:
+        assert name in got[1] and f"{peak / 1e12:.1f} TFLOP/s" in got[1]
+    assert device_peak_flops(torch.device("cpu"), precision) is None

@@ -212,6 +212,10 @@ def _build(instantiate, node, **kwargs):
         raise
 
 
+# The suite's headline figures, printed after a run (all of them: metrics.json, docs/metrics.md).
+SUMMARY_KEYS = ("shift/circular_consistency", "crop/consistency", "border/deviation", "position/gap",
+                "cost/train_images_per_s")
+
 # Metric groups that go into TensorBoard's HPARAMS tab as final figures.
 HPARAM_METRIC_GROUPS = ("test", "test_dissimilar", "val", "train", "shift", "crop", "border", "audit",
                         "coverage", "position", "cost")
@@ -254,8 +258,11 @@ def main(cfg: DictConfig):
             return None
         raise
     shown = {k: v for k, v in metrics.items() if k.endswith("/acc") or k == "test/loss"}
-    print("stridelab: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
-          + f"\nstridelab: results in {metrics['run_dir']}/metrics.json")
+    print("stridelab: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
+    measured = [k for k in SUMMARY_KEYS if isinstance(metrics.get(k), (int, float))]
+    if measured:
+        print("stridelab: " + "  ".join(f"{k}={metrics[k]:.4g}" for k in measured))
+    print(f"stridelab: results in {metrics['run_dir']}/metrics.json")
     return metrics.get("test/acc")
 
 

@@ -29,6 +29,18 @@ def autocast_dtype(precision: str | None) -> torch.dtype | None:
     return None
 
 
+@contextlib.contextmanager
+def full_precision():
+    """float32 without TF32 for the block: the image metrics compare logits and feature maps, and
+    bf16/TF32 rounding (about 1e-3 to 1e-2 relative) would pose as a shift or border effect."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()

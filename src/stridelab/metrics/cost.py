@@ -89,15 +89,33 @@ class ThroughputWindow:
         return self.images / self.seconds if self.seconds > 0 and self.images else None
 
 
+def _timed(step, images_per_step: int, device: torch.device, steps: int, warmup: int,
+           min_seconds: float) -> float:
+    """Images/s of ``step()`` after ``warmup`` untimed calls: ``steps`` timed calls, then doubling
+    rounds until ``min_seconds`` are timed. The device is synchronised at round ends only."""
+    for _ in range(warmup):
+        step()
+    window, n = ThroughputWindow(device), max(int(steps), 1)
+    while True:
+        window.open()
+        for _ in range(n):
+            step()
+            window.count(images_per_step)
+        window.close()
+        if window.seconds >= min_seconds or window.steps >= 10_000:
+            return window.images_per_s
+        n *= 2
+
+
 def training_throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 10,
-                        warmup: int = 3, amp_dtype: torch.dtype | None = None,
-                        optimizer=None) -> float:
+                        warmup: int = 3, amp_dtype: torch.dtype | None = None, optimizer=None,
+                        min_seconds: float = 0.0) -> float:
     """Images/s of full training steps (forward, cross-entropy, backward, SGD step) on one fixed
-    batch, on a copy of ``model`` (the model itself is not changed)."""
+    batch, on a copy of ``model`` (the model itself is not changed). At least ``steps`` timed steps
+    and ``min_seconds`` of timing."""
     net = copy.deepcopy(model).train()
     opt = optimizer(net.parameters()) if optimizer else torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     labels = labels.to(images.device)
-    window = ThroughputWindow(images.device)
 
     def step():
         with autocast(images.device, amp_dtype):
@@ -106,29 +124,15 @@ def training_throughput(model: nn.Module, images: torch.Tensor, labels: torch.Te
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    window.open()
-    for _ in range(steps):
-        step()
-        window.count(len(images))
-    window.close()
-    return window.images_per_s
+    return _timed(step, len(images), images.device, steps, warmup, min_seconds)
 
 
 def inference_throughput(model: nn.Module, images: torch.Tensor, steps: int = 10, warmup: int = 3,
-                         amp_dtype: torch.dtype | None = None) -> float:
-    """Images/s of eval-mode forward passes on one fixed batch (no grad)."""
-    window = ThroughputWindow(images.device)
+                         amp_dtype: torch.dtype | None = None, min_seconds: float = 0.0) -> float:
+    """Images/s of eval-mode forward passes on one fixed batch (no grad); at least ``steps`` timed
+    passes and ``min_seconds`` of timing."""
     with evaluating(model), torch.no_grad(), autocast(images.device, amp_dtype):
-        for _ in range(warmup):
-            model(images)
-        window.open()
-        for _ in range(steps):
-            model(images)
-            window.count(len(images))
-        window.close()
-    return window.images_per_s
+        return _timed(lambda: model(images), len(images), images.device, steps, warmup, min_seconds)
 
 
 def peak_memory_mib(device: torch.device) -> float | None:

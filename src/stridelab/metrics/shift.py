@@ -111,7 +111,8 @@ def stability_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
             sl = slice(i, i + batch_size)
             xp = pad_images(images[sl], padding, fill, color)
             for d in correct:
-                off = torch.full((len(xp),), padding + d, device=images.device)
-                pred = logits_of(model, crop_images(xp, off, off, h, w), batch_size, amp_dtype).argmax(1)
+                o = padding + d  # the same offset for every image: a plain slice
+                crop = images[sl] if d == 0 else xp[:, :, o:o + h, o:o + w]
+                pred = logits_of(model, crop, batch_size, amp_dtype).argmax(1)
                 correct[d] += int((pred == labels[sl]).sum())
     return {d: c / max(n, 1) for d, c in correct.items()}

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
 from stridelab.metrics import border, cost, position, shift, spatial
-from stridelab.metrics._common import autocast_dtype
+from stridelab.metrics._common import autocast_dtype, full_precision
 
 METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "cost")
 
@@ -91,9 +91,8 @@ class MeasurementSuite:
     crop_fill: str = "mean"
     border_band: int = 1
     warmup_steps: int = 5
-    probe_steps: int = 5
+    timing_seconds: float = 0.5
     inference_batch: int = 256
-    inference_steps: int = 10
     skip: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -103,12 +102,12 @@ class MeasurementSuite:
         from stridelab.data.augment import CROP_FILLS
 
         choose("metrics.crop_fill", self.crop_fill, CROP_FILLS)
-        for knob in ("batch_size", "border_band", "inference_batch", "inference_steps", "probe_steps"):
+        for knob in ("batch_size", "border_band", "inference_batch"):
             if int(getattr(self, knob)) < 1:
                 raise ConfigError(f"metrics.{knob} must be >= 1 (got {getattr(self, knob)}).")
-        if self.max_shift < 0 or self.crop_padding < 0 or self.warmup_steps < 0:
-            raise ConfigError("metrics.max_shift, metrics.crop_padding and metrics.warmup_steps must be >= 0 "
-                              f"(got {self.max_shift}, {self.crop_padding}, {self.warmup_steps}).")
+        if min(self.max_shift, self.crop_padding, self.warmup_steps, self.timing_seconds) < 0:
+            raise ConfigError("metrics.max_shift, crop_padding, warmup_steps and timing_seconds must be >= 0 (got "
+                              f"{self.max_shift}, {self.crop_padding}, {self.warmup_steps}, {self.timing_seconds}).")
 
     def subset_indices(self, n: int) -> np.ndarray:
         """The fixed subset: the first ``subset_size`` of a ``subset_seed`` permutation, sorted."""
@@ -137,42 +136,43 @@ class MeasurementSuite:
         run = [g for g in METRIC_GROUPS if g not in self.skip]
         bs = self.batch_size
 
-        if "shift" in run:
-            r = shift.circular_shift_consistency(model, x, self.max_shift, seed=self.subset_seed,
-                                                 batch_size=bs, amp_dtype=amp)
-            out.update({"shift/circular_consistency": r["consistency"],
-                        "shift/circular_logit_change": r["logit_change"], "shift/max_shift": self.max_shift})
-        if "crop" in run:
-            color = x.mean(dim=(0, 2, 3))
-            r = shift.crop_consistency(model, x, self.crop_padding, self.crop_fill, seed=self.subset_seed,
-                                       batch_size=bs, fill_color=color, amp_dtype=amp)
-            m.stability = shift.stability_curve(model, x, y, self.crop_padding, self.crop_fill, batch_size=bs,
-                                                fill_color=color, amp_dtype=amp)
-            out.update({"crop/consistency": r["consistency"], "crop/padding": self.crop_padding,
-                        "crop/fill": self.crop_fill})
-            out.update({f"crop/acc_at_{d:+d}": a for d, a in m.stability.items()})
-            out["crop/stability_range"] = max(m.stability.values()) - min(m.stability.values())
-        if "border" in run:
-            r = border.border_deviation(model, border.constant_images(x), self.border_band, amp_dtype=amp)
-            out.update({"border/deviation": r.mean, "border/deviation_max": r.max,
-                        "border/features": r.features, "border/band": self.border_band})
-            out.update({f"border/layer_{i:02d}.{k}": v for i, (k, v) in enumerate(r.per_layer.items())})
-            m.border_heatmap = r.heatmap
-        if "audit" in run:
-            rows = spatial.padding_audit(model, input_shape)
-            out.update({"audit/strided_layers": len(rows), "audit/uneven_layers": sum(r.uneven for r in rows),
-                        "audit/dropped_px": sum(sum(r.dropped) for r in rows)})
-            m.audit_md = spatial.audit_markdown(rows)
-        if "coverage" in run:
-            cov, total_stride = spatial.coverage_map(model, input_shape)
-            out.update({f"coverage/{k}": v for k, v in spatial.coverage_stats(cov, total_stride).items()})
-            out["coverage/total_stride"] = total_stride
-            m.coverage_map = cov
-        if "position" in run and "test_dissimilar" in tests:
-            moved = tests["test_dissimilar"]
-            dis = (datamodule.model_inputs(moved[0][idx], device), torch.from_numpy(moved[1][idx]).to(device))
-            r = position.position_gap(model, (x, y), dis, batch_size=bs, amp_dtype=amp)
-            out.update({f"position/{k}": v for k, v in r.items()})
+        with full_precision():  # image metrics in fp32; cost below at the run's precision
+            if "shift" in run:
+                r = shift.circular_shift_consistency(model, x, self.max_shift, seed=self.subset_seed,
+                                                     batch_size=bs)
+                out.update({"shift/circular_consistency": r["consistency"],
+                            "shift/circular_logit_change": r["logit_change"], "shift/max_shift": self.max_shift})
+            if "crop" in run:
+                color = x.mean(dim=(0, 2, 3))
+                r = shift.crop_consistency(model, x, self.crop_padding, self.crop_fill, seed=self.subset_seed,
+                                           batch_size=bs, fill_color=color)
+                m.stability = shift.stability_curve(model, x, y, self.crop_padding, self.crop_fill, batch_size=bs,
+                                                    fill_color=color)
+                out.update({"crop/consistency": r["consistency"], "crop/padding": self.crop_padding,
+                            "crop/fill": self.crop_fill})
+                out.update({f"crop/acc_at_{d:+d}": a for d, a in m.stability.items()})
+                out["crop/stability_range"] = max(m.stability.values()) - min(m.stability.values())
+            if "border" in run:
+                r = border.border_deviation(model, border.constant_images(x), self.border_band)
+                out.update({"border/deviation": r.mean, "border/deviation_max": r.max,
+                            "border/features": r.features, "border/band": self.border_band})
+                out.update({f"border/layer_{i:02d}.{k}": v for i, (k, v) in enumerate(r.per_layer.items())})
+                m.border_heatmap = r.heatmap
+            if "audit" in run:
+                rows = spatial.padding_audit(model, input_shape)
+                out.update({"audit/strided_layers": len(rows), "audit/uneven_layers": sum(r.uneven for r in rows),
+                            "audit/dropped_px": sum(sum(r.dropped) for r in rows)})
+                m.audit_md = spatial.audit_markdown(rows)
+            if "coverage" in run:
+                cov, total_stride = spatial.coverage_map(model, input_shape)
+                out.update({f"coverage/{k}": v for k, v in spatial.coverage_stats(cov, total_stride).items()})
+                out["coverage/total_stride"] = total_stride
+                m.coverage_map = cov
+            if "position" in run and "test_dissimilar" in tests:
+                moved = tests["test_dissimilar"]
+                dis = (datamodule.model_inputs(moved[0][idx], device), torch.from_numpy(moved[1][idx]).to(device))
+                r = position.position_gap(model, (x, y), dis, batch_size=bs)
+                out.update({f"position/{k}": v for k, v in r.items()})
         if "cost" in run:
             out.update(self._cost(model, datamodule, x, y, input_shape, device, precision, amp, fit_window))
         out["time/measure_s"] = time.perf_counter() - t0
@@ -189,11 +189,11 @@ class MeasurementSuite:
             bsz = int(getattr(datamodule, "batch_size", 128))
             xb, yb = _batch_of(x, bsz), _batch_of(y, bsz)
             out.update({"cost/train_images_per_s": cost.training_throughput(
-                model, xb, yb, self.probe_steps, min(self.warmup_steps, 3), amp), "cost/train_from": "probe",
-                "cost/train_timed_steps": self.probe_steps})
+                model, xb, yb, 2, min(self.warmup_steps, 2), amp, min_seconds=self.timing_seconds),
+                "cost/train_from": "probe"})
         xb = _batch_of(x, self.inference_batch)
         out["cost/infer_images_per_s"] = cost.inference_throughput(
-            model, xb, self.inference_steps, min(self.warmup_steps, 3), amp)
+            model, xb, 2, min(self.warmup_steps, 2), amp, min_seconds=self.timing_seconds)
         out["cost/infer_batch"] = self.inference_batch
         mem = cost.peak_memory_mib(device)
         if mem is not None:
