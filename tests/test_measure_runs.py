@@ -125,3 +125,19 @@ def test_suite_knobs_are_checked_and_skip_works(tmp_path):
     metrics = run(compose(["experiment=smoke", "metrics.skip=[shift,crop,border,coverage,cost]", "logger=csv"],
                           tmp_path / "b"))
     assert "audit/uneven_layers" in metrics and not any(k.startswith(("shift/", "crop/", "cost/")) for k in metrics)
+
+
+def test_evaluate_replaces_the_previous_measurement(smoke_run, tmp_path):
+    import shutil
+
+    from stridelab.evaluate import evaluate
+
+    metrics, run_dir = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    data = evaluate(str(copy), "cpu", "32-true", ["metrics.crop_padding=2", "metrics.subset_size=32",
+                                                  "metrics.skip=[cost]"])
+    assert "crop/acc_at_+2" in data and "crop/acc_at_+4" not in data, "stale keys of the old knobs are gone"
+    assert data["metrics/subset_size"] == 32 and "cost/infer_images_per_s" not in data
+    assert data["cost/train_images_per_s"] == metrics["cost/train_images_per_s"], "the fit's timing is kept"
+    assert data["test/acc"] == metrics["test/acc"] and data["status"] == "ok"

@@ -61,6 +61,7 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
     import torch
     from hydra.utils import instantiate
 
+    from stridelab.metrics.suite import SUITE_PREFIXES
     from stridelab.train import _build, _check_data_on_disk, build_data_and_model
     from stridelab.training.results import RunResults, read_metrics
 
@@ -91,9 +92,14 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
     results = RunResults(metrics_path)
     results.data = read_metrics(metrics_path) if metrics_path.is_file() else {"status": "ok"}
     fresh = dict(measurement.metrics)
+    keep = set()
     if results.data.get("cost/train_from") == "fit":  # the real run's timing beats a probe's
-        for key in ("cost/train_images_per_s", "cost/train_from", "cost/train_timed_steps"):
+        keep = {"cost/train_images_per_s", "cost/train_from", "cost/train_timed_steps"}
+        for key in keep:
             fresh.pop(key, None)
+    # The previous measurement goes entirely (other knobs may have written other keys).
+    results.data = {k: v for k, v in results.data.items()
+                    if k in keep or k.split("/")[0] not in (*SUITE_PREFIXES, "evaluate")}
     results.update(fresh, **{"evaluate/device": str(device), "evaluate/precision": precision,
                              "evaluate/seconds": time.perf_counter() - t0})
     results.write()

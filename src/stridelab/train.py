@@ -227,8 +227,10 @@ def _log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     hparams = {k: metrics[k] for k in ("model", "downsample", "padding", "padding_amount", "data", "seed")}
+    # Per-layer and per-shift figures stay scalars: they differ between models and would crowd the table.
     finals = {k: v for k, v in metrics.items() if "/" in k and isinstance(v, (int, float))
-              and not isinstance(v, bool) and k.split("/")[0] in HPARAM_METRIC_GROUPS}
+              and not isinstance(v, bool) and k.split("/")[0] in HPARAM_METRIC_GROUPS
+              and not k.startswith(("border/layer_", "crop/acc_at_"))}
     for lg in loggers:
         if isinstance(lg, TensorBoardLogger):
             if measurement is not None:

@@ -21,6 +21,8 @@ from stridelab.metrics import border, cost, position, shift, spatial
 from stridelab.metrics._common import autocast_dtype, full_precision
 
 METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "cost")
+# Key prefixes the suite writes (a new measurement replaces all of them).
+SUITE_PREFIXES = (*METRIC_GROUPS, "metrics")
 
 
 @dataclass
@@ -57,9 +59,9 @@ class Measurement:
             written.append(run_dir / "padding_audit.md")
         import io
 
-        import matplotlib.pyplot as plt
+        for tag, fig in self.figures().items():  # empty without matplotlib
+            import matplotlib.pyplot as plt
 
-        for tag, fig in self.figures().items():
             buf = io.BytesIO()
             fig.savefig(buf, format="png")
             plt.close(fig)
