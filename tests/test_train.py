@@ -128,3 +128,8 @@ def test_multirun_grid_writes_one_result_per_job(tmp_path):
     (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
     found = {json.loads((sweep / job / "metrics.json").read_text())["downsample"] for job in ("0", "1")}
     assert found == {"conv", "maxpool"}
+    # The Hydra callback aggregated the sweep when it ended and printed the table.
+    summary = (sweep / "summary.md").read_text()
+    assert "| downsample | seeds |" in summary and "| conv | 1 |" in summary and "| maxpool | 1 |" in summary
+    assert len((sweep / "results.csv").read_text().splitlines()) == 3
+    assert "| conv | 1 |" in proc.stdout and "study tables and plots in" in proc.stdout

@@ -1,0 +1,289 @@
+"""Aggregate a study: every run's ``metrics.json`` under a folder -> tables and plots in that folder.
+
+Writes (each file atomically): ``results.csv`` (one row per run, failed ones included),
+``summary.csv`` and ``summary.md`` (one row per variant: mean, std, 95% CI over seeds, number of
+seeds), and ``plots/*.png``. A variant is identified by what varies across the study's runs (the
+variant fields of ``metrics.json`` and any other setting of the runs' resolved ``config.yaml``,
+seeds excepted); settings that are the same in every run go into the summary's header. Runs that
+failed or did not finish are listed with their reason and left out of the means.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stridelab.studies.stats import describe
+from stridelab.training.results import METRICS_FILE, atomic_write_bytes, atomic_write_text
+
+# metrics.json fields that name the variant (the first columns of every table).
+VARIANT_FIELDS = ("model", "downsample", "padding", "padding_amount", "data", "experiment")
+# metrics.json fields that are neither the variant nor a metric.
+RUN_FIELDS = ("status", "reason", "seed", "config_hash", "run_dir")
+# Config keys that say where and how results are written, or are already among VARIANT_FIELDS.
+_CONFIG_IGNORED = ("paths.", "hydra.", "logger.", "callbacks.", "metrics.", "trainer.default_root_dir",
+                   "seed", "task_name", "downsample.name", "padding.mode", "padding.amount", "save_weights")
+# The figures summary.md shows (when present); summary.csv has every numeric metric.
+HEADLINE = (("test/acc", "test acc"), ("shift/circular_consistency", "circular consistency"),
+            ("shift/circular_logit_change", "logit change"), ("crop/consistency", "crop consistency"),
+            ("border/deviation", "border deviation"), ("coverage/interior_ratio", "coverage ratio"),
+            ("position/gap", "position gap"), ("position/dissimilar_acc", "dissimilar acc"),
+            ("cost/train_images_per_s", "train img/s"), ("cost/flops_per_image", "FLOPs/img"))
+
+
+@dataclass
+class Run:
+    path: Path  # the run's folder
+    metrics: dict
+    config: dict = field(default_factory=dict)  # flattened resolved config (empty when missing)
+    readable: bool = True  # False: metrics.json could not be read (the run is listed as failed)
+
+    @property
+    def ok(self) -> bool:
+        return self.metrics.get("status") == "ok"
+
+    @property
+    def mtime(self) -> float:
+        try:
+            return (self.path / METRICS_FILE).stat().st_mtime
+        except OSError:
+            return 0.0
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: json.dumps(node) if isinstance(node, list) else node}
+
+
+def _read_config(run_dir: Path) -> dict:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        from omegaconf import OmegaConf
+
+        return _flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+    except Exception:
+        return {}
+
+
+def collect(root: str | os.PathLike) -> list[Run]:
+    """Every run under ``root`` (folders holding a ``metrics.json``). Unreadable files become
+    failed runs with the reason, not silent omissions. Runs with the same ``config_hash`` (a run
+    redone after a failure) count once: the finished one, else the newest."""
+    root = Path(root)
+    runs = []
+    for path in sorted(root.rglob(METRICS_FILE)):
+        if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
+            continue
+        readable = True
+        try:
+            metrics = json.loads(path.read_text())
+            if not isinstance(metrics, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            metrics, readable = {"status": "failed", "reason": f"unreadable metrics.json ({err})"}, False
+        metrics.setdefault("run_dir", str(path.parent))
+        runs.append(Run(path.parent, metrics, _read_config(path.parent), readable))
+    best: dict = OrderedDict()
+    for run in runs:
+        key = run.metrics.get("config_hash") or str(run.path)
+        old = best.get(key)
+        if old is None or (run.ok, run.mtime) > (old.ok, old.mtime):
+            best[key] = run
+    return list(best.values())
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def variant_columns(runs: list[Run]) -> tuple[list[str], dict]:
+    """Columns whose values differ across runs (the variant) and the settings common to all."""
+    runs = [r for r in runs if r.readable]
+    fields = {k: [r.metrics.get(k) for r in runs] for k in VARIANT_FIELDS}
+    configs = [r.config for r in runs if r.config]
+    keys = sorted({k for c in configs for k in c if not k.startswith(_CONFIG_IGNORED) and not k.endswith("_target_")})
+    for k in keys:
+        fields[f"cfg:{k}"] = [r.config.get(k) for r in runs if r.config]
+    def dump(v):
+        return json.dumps(v, sort_keys=True, default=str)
+
+    varying, constant = [], {}
+    for k, values in fields.items():
+        if len({dump(v) for v in values}) > 1:
+            varying.append(k)
+        elif values and values[0] is not None:
+            constant[k.removeprefix("cfg:")] = values[0]
+    # A config key that only follows the named fields (downsample.filter_size exists for blurpool
+    # alone) adds no variant of its own.
+    named = [c for c in varying if not c.startswith("cfg:")]
+    groups: dict = {}
+    for r in (r for r in runs if r.config):
+        groups.setdefault(tuple(dump(r.metrics.get(c)) for c in named), []).append(r)
+    varying = named + [c for c in varying if c.startswith("cfg:") and any(
+        len({dump(r.config.get(c[4:])) for r in g}) > 1 for g in groups.values())]
+    return varying, constant
+
+
+def _value(run: Run, column: str):
+    return run.config.get(column[4:]) if column.startswith("cfg:") else run.metrics.get(column)
+
+
+def _label(column: str) -> str:
+    return column.removeprefix("cfg:")
+
+
+@dataclass
+class Study:
+    """The aggregate of one folder of runs."""
+
+    root: Path
+    runs: list[Run]
+    variant_cols: list[str]
+    constant: dict
+    metric_keys: list[str]
+    variants: "OrderedDict[tuple, list[Run]]"  # variant values -> finished runs
+    failed: list[Run]
+
+    def summary_rows(self) -> list[dict]:
+        rows = []
+        for key, runs in self.variants.items():
+            row = {_label(c): v for c, v in zip(self.variant_cols, key)}
+            row["n_seeds"] = len(runs)
+            row["seeds"] = " ".join(str(r.metrics.get("seed")) for r in runs)
+            for m in self.metric_keys:
+                d = describe([r.metrics.get(m) for r in runs if _is_number(r.metrics.get(m))])
+                if d["n"]:
+                    row.update({f"{m}/mean": d["mean"], f"{m}/std": d["std"], f"{m}/ci95": d["ci95"]})
+            rows.append(row)
+        return rows
+
+
+def analyse(root: str | os.PathLike) -> Study:
+    root = Path(root)
+    runs = collect(root)
+    if not runs:
+        from stridelab.errors import DataError
+
+        raise DataError(f"No runs under {root}: aggregation reads every metrics.json below the folder it is "
+                        "given. Pass a study or multirun folder (e.g. logs/studies/demo or logs/multiruns/<date>).")
+    varying, constant = variant_columns(runs)
+    done = [r for r in runs if r.ok]
+    failed = [r for r in runs if not r.ok]
+    metric_keys = sorted({k for r in done for k, v in r.metrics.items()
+                          if _is_number(v) and k not in RUN_FIELDS and k not in VARIANT_FIELDS})
+    variants: OrderedDict = OrderedDict()
+    for r in sorted(done, key=lambda r: [str(_value(r, c)) for c in varying] + [str(r.metrics.get("seed"))]):
+        variants.setdefault(tuple(_value(r, c) for c in varying), []).append(r)
+    return Study(root, runs, varying, constant, metric_keys, variants, failed)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+                         for k, v in row.items()})
+    return buf.getvalue()
+
+
+def results_csv(study: Study) -> str:
+    first = ["status", "reason", *VARIANT_FIELDS, *[_label(c) for c in study.variant_cols if c.startswith("cfg:")],
+             "seed"]
+    rest = sorted({k for r in study.runs for k in r.metrics} - set(first) - {"config_hash", "run_dir"})
+    rows = []
+    for r in sorted(study.runs, key=lambda r: str(r.path)):
+        row = dict(r.metrics)
+        row.update({_label(c): _value(r, c) for c in study.variant_cols if c.startswith("cfg:")})
+        rows.append(row)
+    return _csv(rows, [*first, *rest, "config_hash", "run_dir"])
+
+
+def summary_csv(study: Study) -> str:
+    cols = [*[_label(c) for c in study.variant_cols], "n_seeds", "seeds"]
+    for m in study.metric_keys:
+        cols += [f"{m}/mean", f"{m}/std", f"{m}/ci95"]
+    return _csv(study.summary_rows(), cols)
+
+
+def _fmt(v: float) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    a = abs(v)
+    if a >= 1e5:
+        return f"{v:.3g}"
+    if a >= 100:
+        return f"{v:.0f}"
+    return f"{v:.3f}" if a >= 0.01 or a == 0 else f"{v:.2e}"
+
+
+def summary_md(study: Study, plots: list[str] = ()) -> str:
+    lines = [f"# Study summary: {study.root}", ""]
+    n_ok = sum(len(v) for v in study.variants.values())
+    lines.append(f"{len(study.runs)} runs: {n_ok} finished, {len(study.failed)} failed or unfinished; "
+                 f"{len(study.variants)} variants. Cells: mean ± 95% CI half-width over seeds "
+                 "(Student's t; no interval with one seed).")
+    lines.append("")
+    named = {k: v for k, v in study.constant.items() if k in VARIANT_FIELDS}
+    if named:
+        lines += ["Common to every run: " + ", ".join(f"`{k}={v}`" for k, v in named.items())
+                  + " (every other common setting: at the end).", ""]
+    shown = [(k, name) for k, name in HEADLINE if k in study.metric_keys]
+    rows = study.summary_rows()
+    head = [_label(c) for c in study.variant_cols] or ["variant"]
+    lines.append("| " + " | ".join([*head, "seeds", *(n for _, n in shown)]) + " |")
+    lines.append("|" + "---|" * (len(head) + 1 + len(shown)))
+    for row in rows:
+        cells = [str(row.get(h, "all")) for h in head] + [str(row["n_seeds"])]
+        for k, _ in shown:
+            mean, ci = row.get(f"{k}/mean"), row.get(f"{k}/ci95")
+            cells.append("-" if mean is None else _fmt(mean) + ("" if ci is None or not math.isfinite(ci) else f" ± {_fmt(ci)}"))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if study.failed:
+        lines += ["## Failed or unfinished runs (not in the means)", "", "| run | variant | seed | status | reason |",
+                  "|---|---|---|---|---|"]
+        for r in study.failed:
+            variant = ", ".join(f"{_label(c)}={_value(r, c)}" for c in study.variant_cols) or "-"
+            status = r.metrics.get("status", "?")
+            reason = r.metrics.get("reason") or ("did not finish (killed, or still running)" if status == "running" else "")
+            lines.append(f"| {r.path} | {variant} | {r.metrics.get('seed', '-')} | {status} | {str(reason).replace('|', '/')[:300]} |")
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"* `{p}`" for p in plots] + [""]
+    lines.append("All metrics, per variant: `summary.csv`; per run: `results.csv`; definitions: docs/metrics.md.")
+    others = {k: v for k, v in study.constant.items() if k not in VARIANT_FIELDS}
+    if others:
+        lines += ["", f"<details><summary>Settings common to every run ({len(others)})</summary>", "",
+                  ", ".join(f"`{k}={v}`" for k, v in others.items()), "", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def aggregate(root: str | os.PathLike, plots: bool = True) -> Study:
+    """Analyse ``root`` and write its tables (and plots) into it; returns the analysis."""
+    study = analyse(root)
+    root = Path(root)
+    written = []
+    if plots:
+        from stridelab.studies.plots import study_figures
+
+        for name, png in study_figures(study).items():
+            atomic_write_bytes(root / "plots" / name, png)
+            written.append(f"plots/{name}")
+    atomic_write_text(root / "results.csv", results_csv(study))
+    atomic_write_text(root / "summary.csv", summary_csv(study))
+    atomic_write_text(root / "summary.md", summary_md(study, written))
+    return study
