@@ -45,7 +45,8 @@ def _quiet_lightning() -> None:
 
 # Keys that say where things are written, not what is trained: left out of the config hash.
 # The measurement suite does not change what is trained either: re-measure with stridelab.evaluate.
-_NON_IDENTITY_KEYS = ("paths", "hydra", "trainer.default_root_dir", "logger", "callbacks", "metrics")
+_NON_IDENTITY_KEYS = ("paths", "hydra", "trainer.default_root_dir", "logger", "callbacks", "metrics", "resume",
+                      "resume_dir", "save_weights")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -245,6 +246,13 @@ def main(cfg: DictConfig):
     from hydra.types import RunMode
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and cfg.get("resume", True):
+        from stridelab.studies.resume import find_finished
+
+        done = find_finished(cfg.get("resume_dir") or HydraConfig.get().sweep.dir, config_hash(cfg))
+        if done is not None:
+            print(f"stridelab: skipped, this config already finished in {done}")
+            return None
     try:
         metrics = run(cfg)
     except StridelabError as err:

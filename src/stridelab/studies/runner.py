@@ -1,0 +1,134 @@
+"""Run a study file from ``experiments/``: each of its grids as a Hydra multirun, then aggregate.
+
+A study file (YAML) holds a ``question`` (what the study answers), optional ``reference`` numbers
+from the literature, and ``grids``: named grids, each with fixed ``overrides`` (as on the command
+line) and ``params`` in the syntax of Hydra's ``hydra.sweeper.params`` (``key: v1,v2,...``). Grid
+``g`` of study ``s`` runs into ``<root>/logs/studies/s/g/<override dirname>/``; finished configs
+are skipped (``resume``), so re-running a study only does what is missing or failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from stridelab.config import CONFIG_DIR
+from stridelab.errors import ConfigError
+
+STUDY_DIR = Path(os.environ.get("STRIDELAB_STUDY_DIR", CONFIG_DIR.parent / "experiments"))
+_KEYS = {"question", "reference", "grids", "notes"}
+
+
+@dataclass
+class Grid:
+    name: str
+    overrides: list[str]
+    params: dict[str, str]
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    question: str
+    grids: list[Grid]
+    reference: dict = field(default_factory=dict)
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in STUDY_DIR.glob("*.yaml"))
+
+
+def load_study(name: str) -> Study:
+    """``name`` is a file stem in ``experiments/`` or a path to a study file."""
+    path = Path(name)
+    if not path.suffix:
+        path = STUDY_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"No study '{name}': studies are the files in {STUDY_DIR} ({', '.join(available())}). "
+                          "Run one with make study NAME=<name>, or pass the path of a study file.")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if not isinstance(raw, dict) or not isinstance(raw.get("grids"), dict) or not raw["grids"]:
+        raise ConfigError(f"{path} is not a study file: it needs a 'grids:' mapping of named grids, each with "
+                          "'overrides' (a list) and 'params' (key: comma-separated values). See experiments/README.md.")
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; a study file has {sorted(_KEYS)}.")
+    grids = []
+    for gname, g in raw["grids"].items():
+        g = g or {}
+        if set(g) - {"overrides", "params"}:
+            raise ConfigError(f"{path}: grid '{gname}' has unknown keys {sorted(set(g) - {'overrides', 'params'})}; "
+                              "a grid has 'overrides' and 'params'.")
+        grids.append(Grid(str(gname), [str(o) for o in g.get("overrides") or []],
+                          {str(k): str(v) for k, v in (g.get("params") or {}).items()}))
+    return Study(path.stem, path, str(raw.get("question", "")).strip(), grids, raw.get("reference") or {})
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def grid_argv(grid: Grid, sweep_dir: Path, extra: list[str], resume_dir: Path | None = None) -> list[str]:
+    """The Hydra command line of one grid. ``extra`` overrides apply to every grid; an extra
+    override of a swept key narrows the sweep to it (``seed=0``)."""
+    extra_keys = {_key(o) for o in extra}
+    params = {k: v for k, v in grid.params.items() if k not in extra_keys}
+    fixed = [o for o in grid.overrides if _key(o) not in extra_keys] + list(extra)
+    excluded = sorted({_key(o) for o in fixed} | {"resume_dir"})
+    return ["-m", *fixed, *(f"{k}={v}" for k, v in params.items()),
+            f"resume_dir={resume_dir or sweep_dir}",
+            f"hydra.sweep.dir={sweep_dir}",
+            "hydra.sweep.subdir=${hydra.job.override_dirname}",
+            f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]",
+            "hydra.callbacks.aggregate.enabled=false"]
+
+
+def study_root(name: str) -> Path:
+    root = Path(os.environ.get("STRIDELAB_ROOT") or os.getcwd())
+    return root / "logs" / "studies" / name
+
+
+def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run: bool = False) -> Path:
+    """Run every grid of study ``name`` (skipping finished configs), aggregate, print the summary."""
+    study = load_study(name)
+    root = Path(out) if out else study_root(study.name)
+    print(f"stridelab: study '{study.name}': {study.question.splitlines()[0] if study.question else ''}")
+    for grid in study.grids:
+        argv = grid_argv(grid, root / grid.name, list(extra), resume_dir=root)
+        print(f"stridelab: grid '{grid.name}' -> {root / grid.name}\n  python -m stridelab.train "
+              + " ".join(argv[:-5]))
+        if dry_run:
+            continue
+        _run_hydra(argv)
+    if dry_run:
+        return root
+    from stridelab.studies import aggregate
+
+    for grid in study.grids:
+        if (root / grid.name).is_dir():
+            aggregate(root / grid.name)
+    aggregate(root)
+    print("\n" + (root / "summary.md").read_text().split("<details>")[0].rstrip())
+    print(f"\nstridelab: study tables and plots in {root} (per grid: {', '.join(g.name for g in study.grids)})")
+    return root
+
+
+def _run_hydra(argv: list[str]) -> None:
+    """stridelab.train's Hydra app in this process (imports and start-up are paid once per study)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from stridelab import train
+
+    saved = sys.argv
+    sys.argv = ["stridelab.train", *argv]
+    try:
+        GlobalHydra.instance().clear()
+        train.main()
+    finally:
+        sys.argv = saved
+        GlobalHydra.instance().clear()
