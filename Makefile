@@ -9,16 +9,18 @@ STAMP := $(VENV)/.stridelab-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 DIR ?= logs
+NAME ?= demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo train tensorboard clean
+.PHONY: help install test demo study sweep aggregate train tensorboard clean
 
 help: ## list the targets
 	@echo "stridelab: experiment harness for CNN downsampling studies"
 	@echo
 	@grep -E '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo
-	@echo "  Variables: ARGS='hydra overrides' (train), DIR=folder (tensorboard), TORCH_SPEC (install)"
+	@echo "  Variables: ARGS='hydra overrides' (demo, study, sweep, train), NAME=study (study),"
+	@echo "             DIR=folder (aggregate, tensorboard), TORCH_SPEC (install)"
 
 install: $(STAMP) ## create .venv and install stridelab (editable) with its dependencies
 
@@ -32,13 +34,22 @@ $(STAMP): pyproject.toml
 test: install ## run the test suite (CPU, offline, a few minutes)
 	$(BIN)/python -m pytest -q
 
-demo: install ## train the default model briefly on generated shapes10 data (CPU, about a minute)
-	$(BIN)/python -m stridelab.train experiment=demo $(ARGS)
+demo: install ## the demo study: redgreen + shapes10 grids, offline, CPU, < 10 min; prints the summary
+	$(BIN)/python -m stridelab.study demo $(ARGS)
+
+study: install ## run a study of experiments/: make study NAME=kayhan_redgreen [ARGS="trainer=gpu"]
+	$(BIN)/python -m stridelab.study $(NAME) $(ARGS)
+
+sweep: install ## the main CIFAR-10 study (padding_x_downsampling; one GPU, hours)
+	$(BIN)/python -m stridelab.study padding_x_downsampling $(ARGS)
+
+aggregate: install ## tables and plots of every run under DIR: make aggregate DIR=logs/multiruns/<sweep>
+	$(BIN)/python -m stridelab.aggregate $(DIR)
 
 train: install ## one training run: make train ARGS="data=shapes10 downsample=blurpool padding=reflect"
 	$(BIN)/python -m stridelab.train $(ARGS)
 
-tensorboard: install ## open TensorBoard on DIR (default logs/)
+tensorboard: install ## open TensorBoard on DIR (default logs/; a study: DIR=logs/studies/demo)
 	$(BIN)/tensorboard --logdir $(DIR)
 
 clean: ## remove logs/ and caches (keeps .venv and data/)

@@ -126,7 +126,10 @@ def test_multirun_grid_writes_one_result_per_job(tmp_path):
                     "downsample=conv,maxpool"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
-    found = {json.loads((sweep / job / "metrics.json").read_text())["downsample"] for job in ("0", "1")}
+    found = {json.loads(p.read_text())["downsample"] for p in sweep.glob("*/metrics.json")}
+    assert {p.parent.name for p in sweep.glob("*/metrics.json")} == {
+        "data.limit_test=64,data.limit_train=128,data.val_size=64,downsample=conv,experiment=smoke",
+        "data.limit_test=64,data.limit_train=128,data.val_size=64,downsample=maxpool,experiment=smoke"}
     assert found == {"conv", "maxpool"}
     # The Hydra callback aggregated the sweep when it ended and printed the table.
     summary = (sweep / "summary.md").read_text()

@@ -27,13 +27,27 @@ def resolve_precision(value):
     return fast_precision() if value == "fast" else value
 
 
+def job_dirname(override_dirname: str, limit: int = 120) -> str:
+    """A multirun job's folder: its overrides (``downsample=conv,seed=0``), so another sweep into the
+    same folder never reuses a finished run's folder (job numbers would). Long names are cut and
+    made unique with a hash of the whole."""
+    import hashlib
+
+    name = (override_dirname or "run").replace("/", "_")
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 13]}...{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
 def register_resolvers() -> None:
     """``${stridelab.uid:}``: a short id, fixed per process, that keeps run folders unique even for
     jobs started in the same second. ``${stridelab.cwd:}``: the launch directory; unlike
     ``${hydra:runtime.cwd}`` it also resolves where a multirun's sweep folder is named, before
-    Hydra's runtime config exists."""
+    Hydra's runtime config exists. ``${stridelab.jobdir:...}``: see :func:`job_dirname`."""
     if not OmegaConf.has_resolver("stridelab.cwd"):
         OmegaConf.register_new_resolver("stridelab.cwd", os.getcwd, use_cache=True)
+    if not OmegaConf.has_resolver("stridelab.jobdir"):
+        OmegaConf.register_new_resolver("stridelab.jobdir", job_dirname)
     if not OmegaConf.has_resolver("stridelab.uid"):
         run_id = uuid.uuid4().hex[:6]
         OmegaConf.register_new_resolver("stridelab.uid", lambda: run_id)

@@ -109,11 +109,14 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
 
     out = Path(output_dir or cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = RunResults(out / "metrics.json", **variant_fields(cfg), config_hash=config_hash(cfg),
-                         run_dir=str(out))
+    rank_zero = is_rank_zero()
+    env_before = {k: os.environ.get(k) for k in _DDP_ENV}
+    results = RunResults(out / "metrics.json", write=rank_zero, **variant_fields(cfg),
+                         config_hash=config_hash(cfg), run_dir=str(out))
     t0 = time.perf_counter()
     try:
-        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if rank_zero:
+            atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         results.write()
         _check_data_on_disk(cfg.data)  # before torch and Lightning are imported: missing data fails at once
         import lightning as L
@@ -123,6 +126,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
         _quiet_lightning()
 
         from stridelab.models import check_geometry
+        from stridelab.training.sharing import take_share
         from stridelab.training.throughput import TrainThroughput
 
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -139,21 +143,25 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
         timer = TrainThroughput(suite.warmup_steps if suite else 5)
         callbacks.append(timer)
+        share = take_share(str(cfg.trainer.get("accelerator", "auto")))
         trainer = _build(instantiate, cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                         precision=resolve_precision(cfg.trainer.get("precision", "fast")))
+                         precision=resolve_precision(cfg.trainer.get("precision", "fast")), **share)
         results.update({"trainer/precision": str(trainer.precision),
                         "trainer/device": str(trainer.strategy.root_device)})
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         t_fit = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
+        with _ddp_children_run_this_job(out):
+            trainer.fit(module, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt
         results.update({"time/fit_s": time.perf_counter() - t_fit, "train/steps": trainer.global_step,
-                        "train/epochs": trainer.current_epoch})
+                        "train/epochs": trainer.current_epoch, "trainer/world_size": trainer.world_size})
         results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
         trainer.test(module, datamodule=datamodule, verbose=False)
         results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
+        if not rank_zero:  # DDP workers: rank 0 measures and writes everything
+            return results.data
         results.write()
         measurement = None
         if suite is not None:
@@ -175,6 +183,84 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
         err = _unwrap(err)
         results.fail(f"{type(err).__name__}: {err}")
         raise err from None
+    finally:
+        if rank_zero:
+            _end_distributed(env_before)
+
+
+# What Lightning's DDP launcher puts into this process's environment; left there, the next run of a
+# multirun would take itself for a worker of the finished one.
+_DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RANK", "GROUP_RANK",
+            "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
+
+
+def _end_distributed(env_before: dict) -> None:
+    """After a DDP run: close its process group and restore the environment for the next run."""
+    if "torch" not in sys.modules:  # failed before torch was imported (missing data): nothing to close
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in env_before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def is_rank_zero() -> bool:
+    """False in the worker processes of a multi-process (DDP) run; they train but write nothing."""
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+class _ddp_children_run_this_job:
+    """Lightning's DDP launcher starts its worker processes with this process's command line plus
+    ``hydra.run.dir``. In a Hydra multirun that command line is the whole sweep (``-m`` and every
+    value list), so each worker would start the sweep again, in the wrong folder: the known
+    Hydra-multirun pitfall. While the trainer launches, the command line is this job's own
+    overrides and ``hydra.run.dir`` is this job's folder, so the workers join this run."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.saved = out, None
+
+    def __enter__(self):
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return self
+        hc = HydraConfig.get()
+        self.saved = (list(sys.argv), hc.run.dir)
+        sys.argv = [sys.argv[0], *hc.overrides.task]
+        with open_dict_unlocked(hc):
+            hc.run.dir = str(self.out)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            sys.argv = self.saved[0]
+            with open_dict_unlocked(HydraConfig.get()):
+                HydraConfig.get().run.dir = self.saved[1]
+        return False
+
+
+class open_dict_unlocked:
+    """Temporarily writable (Hydra's runtime config is read-only)."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+
+    def __enter__(self):
+        self.flag = OmegaConf.is_readonly(self.node)
+        OmegaConf.set_readonly(self.node, False)
+        return self.node
+
+    def __exit__(self, *exc):
+        OmegaConf.set_readonly(self.node, self.flag)
+        return False
 
 
 def build_data_and_model(cfg: DictConfig):

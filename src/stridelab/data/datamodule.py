@@ -35,20 +35,38 @@ class DeviceBatches:
     """Iterable of ``(images, labels)`` batches cut from device tensors, augmented per batch."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, transform,
-                 shuffle: bool = False, drop_last: bool = False) -> None:
+                 shuffle: bool = False, drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.transform = int(batch_size), transform
         self.shuffle, self.drop_last = shuffle, drop_last
+        # Under DDP each process takes every world_size-th image (of one shared permutation when
+        # shuffling: every rank draws it from the same seeded generator state).
+        self.rank, self.world_size = int(rank), max(1, int(world_size))
+
+    def _local_count(self) -> int:
+        n = len(self.labels)
+        if self.drop_last:  # every rank the same number of training steps, or DDP would hang
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
 
     def __len__(self) -> int:
-        n = len(self.labels)
+        n = self._local_count()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
         n, bs = len(self.labels), self.batch_size
-        order = torch.randperm(n, device=self.labels.device) if self.shuffle else None
+        device = self.labels.device
+        if self.shuffle:
+            order = torch.randperm(n, device=device)
+        elif self.world_size > 1:
+            order = torch.arange(n, device=device)
+        else:
+            order = None
+        if order is not None and self.world_size > 1:
+            order = order[self.rank::self.world_size][: self._local_count()]
+        local = self._local_count()
         for i in range(len(self)):
-            sl = slice(i * bs, min(n, (i + 1) * bs))
+            sl = slice(i * bs, min(local, (i + 1) * bs))
             idx = order[sl] if order is not None else sl
             yield self.transform(self.images[idx]), self.labels[idx]
 
@@ -173,18 +191,22 @@ class DeviceDataModule(L.LightningDataModule):
         x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
         return self.eval_transform_on(device)(x)
 
+    def _shard(self) -> dict:
+        t = self.trainer
+        return {"rank": t.global_rank, "world_size": t.world_size} if t is not None else {}
+
     def train_dataloader(self):
         x, y = self._device_data["train"]
-        return DeviceBatches(x, y, self.batch_size, self.train_transform, shuffle=True, drop_last=True)
+        return DeviceBatches(x, y, self.batch_size, self.train_transform, shuffle=True, drop_last=True, **self._shard())
 
     def val_dataloader(self):
         if self._device_data["val"] is None:
             return []
         x, y = self._device_data["val"]
-        return DeviceBatches(x, y, self.eval_batch_size, self.eval_transform)
+        return DeviceBatches(x, y, self.eval_batch_size, self.eval_transform, **self._shard())
 
     def test_dataloader(self):
-        return [DeviceBatches(x, y, self.eval_batch_size, self.eval_transform)
+        return [DeviceBatches(x, y, self.eval_batch_size, self.eval_transform, **self._shard())
                 for x, y in self._device_data["tests"].values()]
 
 

@@ -220,14 +220,19 @@ def summary_csv(study: Study) -> str:
 
 
 def _fmt(v: float) -> str:
+    """Three significant digits, fixed-point where that reads well."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     a = abs(v)
-    if a >= 1e5:
-        return f"{v:.3g}"
+    if a >= 1e5 or (0 < a < 1e-3):
+        return f"{v:.2e}"
     if a >= 100:
         return f"{v:.0f}"
-    return f"{v:.3f}" if a >= 0.01 or a == 0 else f"{v:.2e}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
 
 
 def summary_md(study: Study, plots: list[str] = ()) -> str:
@@ -250,7 +255,8 @@ def summary_md(study: Study, plots: list[str] = ()) -> str:
         cells = [str(row.get(h, "all")) for h in head] + [str(row["n_seeds"])]
         for k, _ in shown:
             mean, ci = row.get(f"{k}/mean"), row.get(f"{k}/ci95")
-            cells.append("-" if mean is None else _fmt(mean) + ("" if ci is None or not math.isfinite(ci) else f" ± {_fmt(ci)}"))
+            no_ci = ci is None or not math.isfinite(ci) or ci == 0  # one seed, or identical in every seed
+            cells.append("-" if mean is None else _fmt(mean) + ("" if no_ci else f" ± {_fmt(ci)}"))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if study.failed:

@@ -3,7 +3,8 @@
 A study file (YAML) holds a ``question`` (what the study answers), optional ``reference`` numbers
 from the literature, and ``grids``: named grids, each with fixed ``overrides`` (as on the command
 line) and ``params`` in the syntax of Hydra's ``hydra.sweeper.params`` (``key: v1,v2,...``). Grid
-``g`` of study ``s`` runs into ``<root>/logs/studies/s/g/<override dirname>/``; finished configs
+``g`` of study ``s`` runs into ``<root>/logs/studies/s/g/<swept overrides>/`` (the default
+``hydra.sweep.subdir``, with the grid's fixed overrides left out of the name); finished configs
 are skipped (``resume``), so re-running a study only does what is missing or failed.
 """
 
@@ -83,7 +84,6 @@ def grid_argv(grid: Grid, sweep_dir: Path, extra: list[str], resume_dir: Path | 
     return ["-m", *fixed, *(f"{k}={v}" for k, v in params.items()),
             f"resume_dir={resume_dir or sweep_dir}",
             f"hydra.sweep.dir={sweep_dir}",
-            "hydra.sweep.subdir=${hydra.job.override_dirname}",
             f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]",
             "hydra.callbacks.aggregate.enabled=false"]
 
@@ -101,7 +101,7 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
     for grid in study.grids:
         argv = grid_argv(grid, root / grid.name, list(extra), resume_dir=root)
         print(f"stridelab: grid '{grid.name}' -> {root / grid.name}\n  python -m stridelab.train "
-              + " ".join(argv[:-5]))
+              + " ".join(argv[:-4]))
         if dry_run:
             continue
         _run_hydra(argv)
@@ -113,6 +113,7 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
         if (root / grid.name).is_dir():
             aggregate(root / grid.name)
     aggregate(root)
+    _add_study_header(study, root / "summary.md")
     print("\n" + (root / "summary.md").read_text().split("<details>")[0].rstrip())
     print(f"\nstridelab: study tables and plots in {root} (per grid: {', '.join(g.name for g in study.grids)})")
     return root
@@ -132,3 +133,20 @@ def _run_hydra(argv: list[str]) -> None:
     finally:
         sys.argv = saved
         GlobalHydra.instance().clear()
+
+
+def _add_study_header(study: Study, summary: Path) -> None:
+    """The study's question on top of its summary, and the literature's numbers after the table."""
+    from stridelab.training.results import atomic_write_text
+
+    text = summary.read_text()
+    head, _, rest = text.partition("\n")
+    parts = [head, "", f"Study `{study.name}` ({study.path}): {study.question}"]
+    body = rest
+    if study.reference:
+        ref = dict(study.reference)
+        source = ref.pop("source", "")
+        lines = ["## Reference (literature)", "", source, ""] + [f"* {k}: {v}" for k, v in ref.items()] + [""]
+        marker = "## Failed" if "## Failed" in body else "## Plots" if "## Plots" in body else "All metrics"
+        body = body.replace(marker, "\n".join(lines) + "\n" + marker, 1)
+    atomic_write_text(summary, "\n".join(parts) + "\n" + body)

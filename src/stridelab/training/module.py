@@ -30,7 +30,17 @@ class _Tally:
             self.loss = self.loss + loss_sum.detach().float()
             self.correct, self.count = self.correct + correct, self.count + n
 
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def compute(self, device=None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Mean loss and accuracy; under DDP summed over every process first (each saw a shard)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            sums = (torch.stack([self.loss.double(), self.correct.double(), self.count.double()])
+                    if self.count is not None else torch.zeros(3, dtype=torch.float64, device=device))
+            dist.all_reduce(sums)  # every rank calls this, also with an empty shard
+            if sums[2] == 0:
+                return None
+            return (sums[0] / sums[2]).float(), (sums[1] / sums[2]).float()
         if self.count is None:
             return None
         return self.loss / self.count, self.correct.float() / self.count
@@ -78,7 +88,7 @@ class Classifier(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        result = self._train.compute()
+        result = self._train.compute(self.device)
         if result is None:
             return
         loss, acc = result
@@ -99,7 +109,7 @@ class Classifier(L.LightningModule):
         self._val.add(logits, y, self._loss(logits, y, "sum"))
 
     def on_validation_epoch_end(self) -> None:
-        result = self._val.compute()
+        result = self._val.compute(self.device)
         if result is not None:
             self.log_dict({"val/loss": result[0], "val/acc": result[1]}, prog_bar=True)
 
@@ -112,9 +122,11 @@ class Classifier(L.LightningModule):
         self._test.setdefault(dataloader_idx, _Tally()).add(logits, y, self._loss(logits, y, "sum"))
 
     def on_test_epoch_end(self) -> None:
-        for idx, tally in sorted(self._test.items()):
-            loss, acc = tally.compute()
-            name = self.eval_names[idx] if idx < len(self.eval_names) else f"test{idx}"
+        for idx, name in enumerate(self.eval_names):  # every set, so DDP ranks make the same collectives
+            result = self._test.get(idx, _Tally()).compute(self.device)
+            if result is None:
+                continue
+            loss, acc = result
             self.log_dict({f"{name}/loss": loss, f"{name}/acc": acc}, add_dataloader_idx=False)
 
     # optimisation ------------------------------------------------------------------------------

@@ -49,8 +49,9 @@ def _jsonable(value: Any) -> Any:
 class RunResults:
     """A flat dict of a run's figures that is written to ``metrics.json`` on every :meth:`write`."""
 
-    def __init__(self, path: str | os.PathLike, **fields: Any) -> None:
+    def __init__(self, path: str | os.PathLike, write: bool = True, **fields: Any) -> None:
         self.path = Path(path)
+        self.enabled = write  # False in DDP worker processes: only rank 0 writes results
         self.data: dict[str, Any] = {"status": "running"}
         self.update(**fields)
 
@@ -60,6 +61,8 @@ class RunResults:
         return self
 
     def write(self) -> Path:
+        if not self.enabled:
+            return self.path
         atomic_write_text(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
         return self.path
 

@@ -1,0 +1,138 @@
+"""Studies end to end through the real CLI: grids, aggregation, failures, resume, launchers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import run_cli
+
+from stridelab.errors import ConfigError
+
+TINY = ["experiment=smoke", "data.limit_train=128", "data.val_size=64", "data.limit_test=64", "logger=csv"]
+
+
+def _metrics(root):
+    return {p.parent.name: json.loads(p.read_text()) for p in root.rglob("metrics.json")}
+
+
+def test_grid_aggregates_reports_failures_and_resumes(tmp_path):
+    sweep = tmp_path / "sweep"
+    grid = ["-m", *TINY, "downsample=conv,maxpool", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    first = run_cli(grid, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len([m for m in _metrics(sweep).values() if m["status"] == "ok"]) == 4
+    # A run forced to fail (its loss becomes NaN), in the same sweep folder: recorded, the sweep goes on.
+    bad = run_cli(["-m", *TINY, "downsample=conv", "seed=0", "optimizer.lr=1e30", "scheduler=constant",
+                   f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert bad.returncode == 0, bad.stderr[-3000:]
+    rows = {(r["downsample"], r.get("optimizer.lr", "")): r for r in csv.DictReader((sweep / "summary.csv").open())}
+    ok_rows = [r for r in rows.values() if r["n_seeds"] == "2"]
+    assert len(ok_rows) == 2 and all(r["test/acc/ci95"] for r in ok_rows)
+    summary = (sweep / "summary.md").read_text()
+    assert "Failed or unfinished runs" in summary and "diverged" in summary
+    results = list(csv.DictReader((sweep / "results.csv").open()))
+    assert len(results) == 5 and sum(r["status"] == "failed" for r in results) == 1
+    # The same grid again: every config already finished, nothing is trained or rewritten.
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.rglob("metrics.json")}
+    again = run_cli(grid, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped, this config already finished") == 4
+    assert "results in" not in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("metrics.json")} == stamps
+
+
+def _study_cli(args, cwd):
+    env = {**os.environ, "STRIDELAB_ROOT": str(cwd)}
+    return subprocess.run([sys.executable, "-m", "stridelab.study", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_study_file_runs_its_grids_and_resumes(tmp_path):
+    study = tmp_path / "tiny.yaml"
+    study.write_text(f"""question: Does the runner work?
+reference:
+  source: Nobody 2026, Table 0
+  conv: 12.3
+grids:
+  a:
+    overrides: [{', '.join(TINY)}]
+    params:
+      downsample: conv,maxpool
+  b:
+    overrides: [{', '.join(TINY)}]
+    params:
+      padding: zeros,reflect
+""")
+    first = _study_cli([str(study)], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    root = tmp_path / "logs" / "studies" / "tiny"
+    assert (root / "a" / "downsample=maxpool" / "metrics.json").is_file()
+    assert (root / "b" / "padding=reflect" / "metrics.json").is_file()
+    # conv+zeros is in both grids: trained once (grid b finds it in grid a).
+    assert "skipped, this config already finished" in first.stdout
+    summary = (root / "summary.md").read_text()
+    assert "Does the runner work?" in summary and "Nobody 2026, Table 0" in summary and "* conv: 12.3" in summary
+    assert len(list(csv.DictReader((root / "summary.csv").open()))) == 3
+    assert (root / "a" / "summary.md").is_file() and (root / "plots" / "border_deviation.png").is_file()
+    assert "| conv | zeros |" in first.stdout
+    again = _study_cli([str(study)], tmp_path)
+    assert again.returncode == 0 and "results in" not in again.stdout
+    assert again.stdout.count("skipped, this config already finished") == 4
+
+
+def test_unknown_study_lists_the_studies(tmp_path):
+    proc = _study_cli(["nosuchstudy"], tmp_path)
+    assert proc.returncode == 2 and "No study 'nosuchstudy'" in proc.stderr and "kayhan_redgreen" in proc.stderr
+
+
+def test_study_files_parse_and_every_grid_composes(tmp_path):
+    from conftest import compose
+
+    from stridelab.studies.runner import available, grid_argv, load_study
+
+    assert {"demo", "padding_x_downsampling", "kayhan_redgreen", "allcnn_springenberg"} <= set(available())
+    for name in available():
+        study = load_study(name)
+        assert study.question and study.grids
+        for grid in study.grids:
+            argv = grid_argv(grid, tmp_path / grid.name, [])
+            first_values = [f"{k}={v.split(',')[0]}" for k, v in grid.params.items()]
+            compose([*grid.overrides, *first_values], tmp_path)  # raises on an unknown group or key
+            assert f"hydra.sweep.dir={tmp_path / grid.name}" in argv and argv[0] == "-m"
+    with pytest.raises(ConfigError, match="is not a study file"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("question: x\n")
+        load_study(str(bad))
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_launchers_complete_a_two_run_grid(tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", f"launcher={launcher}", *TINY, "downsample=conv,maxpool", f"hydra.sweep.dir={sweep}"],
+                   tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = [m for m in _metrics(sweep).values()]
+    assert sorted(m["downsample"] for m in metrics) == ["conv", "maxpool"]
+    assert all(m["status"] == "ok" for m in metrics)
+    assert (sweep / "summary.md").is_file()
+
+
+def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path):
+    """trainer=ddp on 2 CPU processes (gloo) inside a Hydra multirun: Lightning's workers must join
+    their own job, not start the sweep again; only rank 0 writes results."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", *TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                    "downsample=conv,maxpool", f"hydra.sweep.dir={sweep}"], tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = list(_metrics(sweep).values())
+    assert sorted(m["downsample"] for m in metrics) == ["conv", "maxpool"], "each job ran exactly once"
+    assert not (tmp_path / "logs" / "runs").exists(), "no worker started a run of its own"
+    for m in metrics:
+        assert m["status"] == "ok" and m["trainer/world_size"] == 2
+        # test/acc is summed over both processes' shards; the suite evaluates all 64 images in one process.
+        assert m["test/acc"] == pytest.approx(m["crop/acc_at_+0"], abs=1e-6)
