@@ -26,6 +26,10 @@ def test_grid_aggregates_reports_failures_and_resumes(tmp_path):
     first = run_cli(grid, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert len([m for m in _metrics(sweep).values() if m["status"] == "ok"]) == 4
+    # Job folders are named by the job's overrides; the callback aggregated the sweep and printed it.
+    assert (sweep / ("data.limit_test=64,data.limit_train=128,data.val_size=64,downsample=maxpool,"
+                     "experiment=smoke,logger=csv,seed=1") / "metrics.json").is_file()
+    assert "| conv | 2 |" in first.stdout and "study tables and plots in" in first.stdout
     # A run forced to fail (its loss becomes NaN), in the same sweep folder: recorded, the sweep goes on.
     bad = run_cli(["-m", *TINY, "downsample=conv", "seed=0", "optimizer.lr=1e30", "scheduler=constant",
                    f"hydra.sweep.dir={sweep}"], tmp_path)

@@ -120,19 +120,3 @@ def test_unknown_model_option_is_a_config_error():
     with pytest.raises(ConfigError, match="simple_cnn"):
         create_model("vgg99")
 
-
-def test_multirun_grid_writes_one_result_per_job(tmp_path):
-    proc = run_cli(["-m", "experiment=smoke", "data.limit_train=128", "data.val_size=64", "data.limit_test=64",
-                    "downsample=conv,maxpool"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
-    found = {json.loads(p.read_text())["downsample"] for p in sweep.glob("*/metrics.json")}
-    assert {p.parent.name for p in sweep.glob("*/metrics.json")} == {
-        "data.limit_test=64,data.limit_train=128,data.val_size=64,downsample=conv,experiment=smoke",
-        "data.limit_test=64,data.limit_train=128,data.val_size=64,downsample=maxpool,experiment=smoke"}
-    assert found == {"conv", "maxpool"}
-    # The Hydra callback aggregated the sweep when it ended and printed the table.
-    summary = (sweep / "summary.md").read_text()
-    assert "| downsample | seeds |" in summary and "| conv | 1 |" in summary and "| maxpool | 1 |" in summary
-    assert len((sweep / "results.csv").read_text().splitlines()) == 3
-    assert "| conv | 1 |" in proc.stdout and "study tables and plots in" in proc.stdout
