@@ -133,6 +133,13 @@ def variant_columns(runs: list[Run]) -> tuple[list[str], dict]:
         groups.setdefault(tuple(dump(r.metrics.get(c)) for c in named), []).append(r)
     varying = named + [c for c in varying if c.startswith("cfg:") and any(
         len({dump(r.config.get(c[4:])) for r in g}) > 1 for g in groups.values())]
+    # The preset's name adds nothing when it pairs one-to-one with another column (data=redgreen
+    # <-> experiment=redgreen): leave it out of the tables.
+    if "experiment" in varying:
+        pairs = {c: {(dump(_value(r, c)), dump(r.metrics.get("experiment"))) for r in runs} for c in varying}
+        if any(len(pairs[c]) == len({a for a, _ in pairs[c]}) == len({b for _, b in pairs[c]})
+               for c in varying if c != "experiment"):
+            varying.remove("experiment")
     return varying, constant
 
 
