@@ -140,3 +140,34 @@ def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path):
         assert m["status"] == "ok" and m["trainer/world_size"] == 2
         # test/acc is summed over both processes' shards; the suite evaluates all 64 images in one process.
         assert m["test/acc"] == pytest.approx(m["crop/acc_at_+0"], abs=1e-6)
+
+
+def test_ctrl_c_keeps_finished_runs_and_the_aggregate_computable(tmp_path):
+    import signal
+    import time
+
+    from stridelab.studies import aggregate
+
+    sweep = tmp_path / "sweep"
+    grid = ["-m", *TINY, "downsample=conv,maxpool,avgpool", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "STRIDELAB_ROOT": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "stridelab.train", *grid], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait for the first run to finish, then press Ctrl-C
+        if any(m.get("status") == "ok" for m in _metrics(sweep).values()):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    runs = _metrics(sweep)  # every metrics.json is whole JSON (written atomically)
+    finished = [m for m in runs.values() if m["status"] == "ok"]
+    assert finished and len(finished) < 3
+    assert all(m["status"] in ("ok", "failed", "running") for m in runs.values())
+    study = aggregate(sweep)
+    assert sum(len(v) for v in study.variants.values()) == len(finished)
+    # Running the grid again keeps the finished runs and does the rest.
+    again = run_cli(grid, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped, this config already finished") == len(finished)
+    assert sorted(m["status"] for m in _metrics(sweep).values()) == ["ok", "ok", "ok"]
