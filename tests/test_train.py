@@ -27,7 +27,7 @@ def only_run_dir(root):
 
 
 def test_cli_trains_learns_and_writes_results(tmp_path):
-    proc = run_cli([*QUICK, "downsample=blurpool", "padding=reflect"], tmp_path)
+    proc = run_cli([*QUICK, "downsample=blurpool", "padding=reflect", "metrics=quick"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
