@@ -12,6 +12,13 @@ from omegaconf import OmegaConf
 CONFIG_DIR = Path(os.environ.get("STRIDELAB_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
 
 
+# Config keys that say where and how results are written, not what is trained: left out of a run's
+# config_hash (resume) and of the settings that tell variants apart (aggregation). The measurement
+# suite's knobs are among them: stridelab.evaluate re-measures without retraining.
+NON_IDENTITY_KEYS = ("paths", "hydra", "trainer.default_root_dir", "logger", "callbacks", "metrics", "resume",
+                     "resume_dir", "save_weights")
+
+
 def fast_precision() -> str:
     """The fast default for this machine: bf16-mixed on a GPU that has bf16, else fp32."""
     import torch

@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from stridelab.config import CONFIG_DIR, register_resolvers, resolve_precision
+from stridelab.config import CONFIG_DIR, NON_IDENTITY_KEYS, register_resolvers, resolve_precision
 from stridelab.errors import StridelabError
 
 register_resolvers()
@@ -43,16 +43,12 @@ def _quiet_lightning() -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropTips())
 
-# Keys that say where things are written, not what is trained: left out of the config hash.
-# The measurement suite does not change what is trained either: re-measure with stridelab.evaluate.
-_NON_IDENTITY_KEYS = ("paths", "hydra", "trainer.default_root_dir", "logger", "callbacks", "metrics", "resume",
-                      "resume_dir", "save_weights")
 
 
 def config_hash(cfg: DictConfig) -> str:
     """A stable id of what a run trains (resolved config minus paths/logging): equal configs, equal hash."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    for key in _NON_IDENTITY_KEYS:
+    for key in NON_IDENTITY_KEYS:
         parent, _, leaf = key.rpartition(".")
         node = plain.get(parent, {}) if parent else plain
         if isinstance(node, dict):

@@ -22,7 +22,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_AMOUNTS = ("valid", "same", "full")
 
 # F.pad's names for nn.Conv2d's padding modes.
-_F_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+F_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
 
 def pad_amounts(kernel_size: int, amount: str) -> tuple[int, int]:
@@ -80,7 +80,7 @@ class Pad2d(nn.Module):
             return x
         if self.mode == "zeros":
             return F.pad(x, self.padding, mode="constant", value=self.value)
-        return F.pad(x, self.padding, mode=_F_PAD_MODE[self.mode])
+        return F.pad(x, self.padding, mode=F_PAD_MODE[self.mode])
 
     def extra_repr(self) -> str:
         return f"padding={self.padding}, mode={self.mode!r}"

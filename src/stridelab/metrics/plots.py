@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -16,8 +17,20 @@ def _plt():
     return plt
 
 
+def to_png(fig, dpi: int | None = None) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def stability_figure(curve: dict[int, float], title: str = ""):
-    plt = _plt()
+    plt = pyplot()
     if plt is None or not curve:
         return None
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
@@ -32,7 +45,7 @@ def stability_figure(curve: dict[int, float], title: str = ""):
 
 
 def map_figure(values: torch.Tensor, title: str, label: str, cmap: str = "magma"):
-    plt = _plt()
+    plt = pyplot()
     if plt is None or values is None:
         return None
     fig, ax = plt.subplots(figsize=(3.8, 3.2), dpi=100)

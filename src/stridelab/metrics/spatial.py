@@ -23,8 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from stridelab.layers import BlurPool2d, Pad2d
-
-_F_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+from stridelab.layers.padding import F_PAD_MODE
 
 
 def _pair(v) -> tuple[int, int]:
@@ -203,7 +202,7 @@ def coverage_map(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[t
     for op in chain:
         l, r, t, b = op.pad
         if any(op.pad):
-            mode = _F_PAD[op.pad_mode]
+            mode = F_PAD_MODE[op.pad_mode]
             y = F.pad(y, (l, r, t, b), mode=mode) if mode != "constant" else F.pad(y, (l, r, t, b))
         ones = torch.ones((1, 1, *op.kernel), dtype=torch.float64)
         y = F.conv2d(y, ones, stride=op.stride, dilation=op.dilation)

@@ -34,19 +34,23 @@ class Measurement:
     border_heatmap: torch.Tensor | None = None
     coverage_map: torch.Tensor | None = None
     audit_md: str = ""
+    _pngs: dict | None = field(default=None, repr=False)
 
-    def figures(self) -> dict:
-        from stridelab.metrics import plots
+    def pngs(self) -> dict[str, bytes]:
+        """The run's figures as PNG bytes by TensorBoard tag, rendered once (empty without matplotlib)."""
+        if self._pngs is None:
+            from stridelab.metrics import plots
 
-        figs = {
-            "crop/stability_curve": plots.stability_figure(self.stability),
-            "border/features_heatmap": plots.map_figure(
-                self.border_heatmap, "border deviation of the features\n(constant input; Alsallakh et al. 2021)",
-                "|F - interior median| / RMS"),
-            "coverage/input_map": plots.map_figure(
-                self.coverage_map, "input coverage (transposed pass of ones)", "paths to the output", "viridis"),
-        }
-        return {k: v for k, v in figs.items() if v is not None}
+            figs = {
+                "crop/stability_curve": plots.stability_figure(self.stability),
+                "border/features_heatmap": plots.map_figure(
+                    self.border_heatmap, "border deviation of the features\n(constant input; Alsallakh et al. 2021)",
+                    "|F - interior median| / RMS"),
+                "coverage/input_map": plots.map_figure(
+                    self.coverage_map, "input coverage (transposed pass of ones)", "paths to the output", "viridis"),
+            }
+            self._pngs = {tag: plots.to_png(fig) for tag, fig in figs.items() if fig is not None}
+        return self._pngs
 
     def save(self, run_dir: str | Path) -> list[Path]:
         """Write ``plots/*.png`` and ``padding_audit.md`` into ``run_dir`` (each file atomically)."""
@@ -57,16 +61,9 @@ class Measurement:
         if self.audit_md:
             atomic_write_text(run_dir / "padding_audit.md", "# Uneven-padding audit\n\n" + self.audit_md)
             written.append(run_dir / "padding_audit.md")
-        import io
-
-        for tag, fig in self.figures().items():  # empty without matplotlib
-            import matplotlib.pyplot as plt
-
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-            plt.close(fig)
+        for tag, png in self.pngs().items():
             path = run_dir / "plots" / (tag.replace("/", "_") + ".png")
-            atomic_write_bytes(path, buf.getvalue())
+            atomic_write_bytes(path, png)
             written.append(path)
         return written
 
@@ -75,8 +72,13 @@ class Measurement:
         for k, v in self.metrics.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
                 writer.add_scalar(k, v, step)
-        for tag, fig in self.figures().items():
-            writer.add_figure(tag, fig, step)  # closes the figure
+        if self.pngs():
+            import io
+
+            import matplotlib.image as mpimg
+
+            for tag, png in self.pngs().items():
+                writer.add_image(tag, mpimg.imread(io.BytesIO(png), format="png")[..., :3], step, dataformats="HWC")
         if self.audit_md:
             writer.add_text("audit/padding", self.audit_md, step)
 

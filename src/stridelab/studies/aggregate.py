@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stridelab.config import NON_IDENTITY_KEYS
 from stridelab.studies.stats import describe
 from stridelab.training.results import METRICS_FILE, atomic_write_bytes, atomic_write_text
 
@@ -26,9 +27,13 @@ from stridelab.training.results import METRICS_FILE, atomic_write_bytes, atomic_
 VARIANT_FIELDS = ("model", "downsample", "padding", "padding_amount", "data", "experiment")
 # metrics.json fields that are neither the variant nor a metric.
 RUN_FIELDS = ("status", "reason", "seed", "config_hash", "run_dir")
-# Config keys that say where and how results are written, or are already among VARIANT_FIELDS.
-_CONFIG_IGNORED = ("paths.", "hydra.", "logger.", "callbacks.", "metrics.", "trainer.default_root_dir",
-                   "seed", "task_name", "downsample.name", "padding.mode", "padding.amount", "save_weights")
+# Config keys that do not tell variants apart: where results go (stridelab.config.NON_IDENTITY_KEYS),
+# the seed, and the settings VARIANT_FIELDS already name.
+_CONFIG_IGNORED = (*NON_IDENTITY_KEYS, "seed", "task_name", "downsample.name", "padding.mode", "padding.amount")
+
+
+def _ignored(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in _CONFIG_IGNORED)
 # The figures summary.md shows (when present); summary.csv has every numeric metric.
 HEADLINE = (("test/acc", "test acc"), ("shift/circular_consistency", "circular consistency"),
             ("shift/circular_logit_change", "logit change"), ("crop/consistency", "crop consistency"),
@@ -113,7 +118,7 @@ def variant_columns(runs: list[Run]) -> tuple[list[str], dict]:
     runs = [r for r in runs if r.readable]
     fields = {k: [r.metrics.get(k) for r in runs] for k in VARIANT_FIELDS}
     configs = [r.config for r in runs if r.config]
-    keys = sorted({k for c in configs for k in c if not k.startswith(_CONFIG_IGNORED) and not k.endswith("_target_")})
+    keys = sorted({k for c in configs for k in c if not _ignored(k) and not k.endswith("_target_")})
     for k in keys:
         fields[f"cfg:{k}"] = [r.config.get(k) for r in runs if r.config]
     def dump(v):
@@ -300,3 +305,8 @@ def aggregate(root: str | os.PathLike, plots: bool = True) -> Study:
     atomic_write_text(root / "summary.csv", summary_csv(study))
     atomic_write_text(root / "summary.md", summary_md(study, written))
     return study
+
+
+def summary_for_console(root: str | os.PathLike) -> str:
+    """``summary.md`` without its long list of common settings, for printing after a sweep."""
+    return (Path(root) / "summary.md").read_text().split("<details>")[0].rstrip()

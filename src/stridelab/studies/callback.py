@@ -23,10 +23,10 @@ class AggregateSweep(Callback):
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            from stridelab.studies import aggregate
+            from stridelab.studies.aggregate import aggregate, summary_for_console
 
             aggregate(sweep_dir)
-            print("\n" + (sweep_dir / "summary.md").read_text().split("<details>")[0].rstrip())
+            print("\n" + summary_for_console(sweep_dir))
             print(f"\nstridelab: study tables and plots in {sweep_dir}")
         except Exception as err:  # noqa: BLE001 - the sweep's own results must survive
             log.error("aggregating %s failed (%s: %s); run python -m stridelab.aggregate %s to retry",

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import math
 import re
+
+from stridelab.metrics.plots import pyplot, to_png
 
 _LAYER = re.compile(r"^border/layer_(\d+)\.(.+)$")
 
 
-def _plt():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        return None
-    return plt
-
-
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return to_png(fig, dpi=110)
 
 
 def _err(v):
@@ -36,7 +21,7 @@ def _err(v):
 def study_figures(study) -> dict[str, bytes]:
     """``acc_vs_throughput.png``, ``shift_consistency.png``, ``border_deviation.png``,
     ``border_per_layer.png`` (those whose metrics the study has)."""
-    plt = _plt()
+    plt = pyplot()
     rows = study.summary_rows()
     if plt is None or not rows:
         return {}

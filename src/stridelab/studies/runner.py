@@ -107,14 +107,14 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
         _run_hydra(argv)
     if dry_run:
         return root
-    from stridelab.studies import aggregate
+    from stridelab.studies.aggregate import aggregate, summary_for_console
 
     for grid in study.grids:
         if (root / grid.name).is_dir():
             aggregate(root / grid.name)
     aggregate(root)
     _add_study_header(study, root / "summary.md")
-    print("\n" + (root / "summary.md").read_text().split("<details>")[0].rstrip())
+    print("\n" + summary_for_console(root))
     print(f"\nstridelab: study tables and plots in {root} (per grid: {', '.join(g.name for g in study.grids)})")
     return root
 
