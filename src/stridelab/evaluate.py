@@ -94,9 +94,11 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
     fresh = dict(measurement.metrics)
     keep = set()
     if results.data.get("cost/train_from") == "fit":  # the real run's timing beats a probe's
-        keep = {"cost/train_images_per_s", "cost/train_from", "cost/train_timed_steps"}
-        for key in keep:
-            fresh.pop(key, None)
+        keep |= {"cost/train_images_per_s", "cost/train_from", "cost/train_timed_steps"}
+    if results.data.get("cost/infer_from") == "fit":
+        keep |= {"cost/infer_images_per_s", "cost/infer_from", "cost/infer_batch"}
+    for key in keep:
+        fresh.pop(key, None)
     # The previous measurement goes entirely (other knobs may have written other keys).
     results.data = {k: v for k, v in results.data.items()
                     if k in keep or k.split("/")[0] not in (*SUITE_PREFIXES, "evaluate")}

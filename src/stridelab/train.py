@@ -14,7 +14,9 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -96,8 +98,9 @@ def _unwrap(err: BaseException) -> BaseException:
     return err
 
 
-def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
+def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=()) -> dict:
     """Train, test and record one run; returns the metrics written to ``metrics.json``.
+    ``callbacks``: Lightning callbacks added to the configured ones (the benchmark's clock).
 
     Raises :class:`StridelabError` for user-fixable problems (after recording them as failed).
     """
@@ -115,46 +118,26 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
             atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         results.write()
         _check_data_on_disk(cfg.data)  # before torch and Lightning are imported: missing data fails at once
-        import lightning as L
         import torch
-        from hydra.utils import instantiate
 
-        _quiet_lightning()
-
-        from stridelab.models import check_geometry
-        from stridelab.training.sharing import take_share
-        from stridelab.training.throughput import TrainThroughput
-
-        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        datamodule, model = build_data_and_model(cfg)
+        parts = build_run(cfg, callbacks)
+        datamodule, model, trainer, suite = parts.datamodule, parts.model, parts.trainer, parts.suite
         results.update({f"data/{k}": v for k, v in datamodule.load().info.items() if k.endswith("_size")})
-        feature_shape = check_geometry(model, datamodule.input_shape)
         results.update({"model/params": sum(p.numel() for p in model.parameters()),
-                        "model/feature_shape": "x".join(map(str, feature_shape))})
-        suite = _build(instantiate, cfg.metrics) if cfg.get("metrics") else None
-        module = _build(instantiate, cfg.module, model=model, optimizer=instantiate(cfg.optimizer),
-                        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-                        eval_names=datamodule.test_names)
-        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-        timer = TrainThroughput(suite.warmup_steps if suite else 5)
-        callbacks.append(timer)
-        share = take_share(str(cfg.trainer.get("accelerator", "auto")))
-        trainer = _build(instantiate, cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                         precision=resolve_precision(cfg.trainer.get("precision", "fast")), **share)
+                        "model/feature_shape": "x".join(map(str, parts.feature_shape))})
         results.update({"trainer/precision": str(trainer.precision),
                         "trainer/device": str(trainer.strategy.root_device)})
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         t_fit = time.perf_counter()
         with _ddp_children_run_this_job(out):
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(parts.module, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt
         results.update({"time/fit_s": time.perf_counter() - t_fit, "train/steps": trainer.global_step,
                         "train/epochs": trainer.current_epoch, "trainer/world_size": trainer.world_size})
         results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        trainer.test(parts.module, datamodule=datamodule, verbose=False)
         results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
         if not rank_zero:  # DDP workers: rank 0 measures and writes everything
             return results.data
@@ -162,15 +145,18 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None) -> dict:
         measurement = None
         if suite is not None:
             log.info("measuring (shift, crop, border, padding audit, coverage, position, cost) ...")
+            t_measure = time.perf_counter()
             measurement = suite.measure(model, datamodule, device=trainer.strategy.root_device,
-                                        precision=str(trainer.precision), fit_window=timer.window)
+                                        precision=str(trainer.precision), fit_window=parts.timer.window,
+                                        eval_window=parts.timer.eval_window)
+            measurement.save(out)  # its figures are part of what the suite costs
             results.update(measurement.metrics)
-            measurement.save(out)
+            results.update({"time/measure_s": time.perf_counter() - t_measure})
         if cfg.get("save_weights"):
             torch.save(model.state_dict(), out / "model.pt")
         results.update({"time/total_s": time.perf_counter() - t0})
         results.succeed()
-        _log_tensorboard(loggers, results.data, measurement, trainer.global_step)
+        _log_tensorboard(parts.loggers, results.data, measurement, trainer.global_step)
         return results.data
     except KeyboardInterrupt:
         results.fail("interrupted (Ctrl-C or the process was stopped) before the run finished")
@@ -257,6 +243,49 @@ class open_dict_unlocked:
     def __exit__(self, *exc):
         OmegaConf.set_readonly(self.node, self.flag)
         return False
+
+
+@dataclass
+class RunParts:
+    """What a run trains and measures with, built from its config (see :func:`build_run`)."""
+
+    datamodule: Any
+    model: Any
+    module: Any
+    trainer: Any
+    timer: Any
+    suite: Any
+    loggers: list
+    feature_shape: tuple
+
+
+def build_run(cfg: DictConfig, callbacks=()) -> RunParts:
+    """Seed, then build data (loaded), model (geometry checked), LightningModule, suite and Trainer
+    exactly as a run does; the benchmark times this same path."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    _quiet_lightning()
+
+    from stridelab.models import check_geometry
+    from stridelab.training.sharing import take_share
+    from stridelab.training.throughput import TrainThroughput
+
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule, model = build_data_and_model(cfg)
+    feature_shape = check_geometry(model, datamodule.input_shape)
+    suite = _build(instantiate, cfg.metrics) if cfg.get("metrics") else None
+    module = _build(instantiate, cfg.module, model=model, optimizer=instantiate(cfg.optimizer),
+                    scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+                    eval_names=datamodule.test_names)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    timer = TrainThroughput(suite.warmup_steps if suite else 5)
+    all_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    all_callbacks += [timer, *callbacks]
+    share = take_share(str(cfg.trainer.get("accelerator", "auto")))
+    trainer = _build(instantiate, cfg.trainer, logger=loggers or False, callbacks=all_callbacks,
+                     precision=resolve_precision(cfg.trainer.get("precision", "fast")), **share)
+    return RunParts(datamodule, model, module, trainer, timer, suite, loggers, tuple(feature_shape))
 
 
 def build_data_and_model(cfg: DictConfig):

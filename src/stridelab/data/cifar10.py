@@ -66,6 +66,32 @@ def read_binary_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:].reshape(-1, 3, 32, 32), labels
 
 
+def write_binary_batch(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write uint8 N x 3 x 32 x 32 ``images`` and ``labels`` (0-9) as one file of the binary
+    version (the inverse of :func:`read_binary_batch`); for generated stand-ins of CIFAR-10."""
+    images, labels = np.asarray(images, np.uint8), np.asarray(labels)
+    if images.shape[1:] != (3, 32, 32) or len(images) != len(labels) or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"need N x 3 x 32 x 32 uint8 images and N labels in 0-9 (got {images.shape}, "
+                         f"{labels.shape})")
+    records = np.concatenate([labels.astype(np.uint8)[:, None], images.reshape(len(images), -1)], axis=1)
+    Path(path).write_bytes(records.tobytes())
+
+
+def write_generated(root: str | os.PathLike, train_size: int = 50000, test_size: int = 10000,
+                    seed: int = 0) -> Path:
+    """A stand-in of CIFAR-10 with its shapes and file layout (random images and labels) under
+    ``root``, readable by :func:`load_cifar10`; sizes split over the usual 5 + 1 files."""
+    rng = np.random.default_rng(seed)
+    directory = Path(root) / BIN_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    for names, total in ((TRAIN_FILES, train_size), (TEST_FILES, test_size)):
+        for i, name in enumerate(names):
+            n = total // len(names) + (i < total % len(names))
+            write_binary_batch(directory / name, rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
+                               rng.integers(0, 10, n))
+    return directory
+
+
 def _read_split(directory: Path, names) -> tuple[np.ndarray, np.ndarray]:
     parts = [read_binary_batch(directory / n) for n in names]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -107,23 +107,31 @@ def _timed(step, images_per_step: int, device: torch.device, steps: int, warmup:
         n *= 2
 
 
-def training_throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 10,
-                        warmup: int = 3, amp_dtype: torch.dtype | None = None, optimizer=None,
-                        min_seconds: float = 0.0) -> float:
-    """Images/s of full training steps (forward, cross-entropy, backward, SGD step) on one fixed
-    batch, on a copy of ``model`` (the model itself is not changed). At least ``steps`` timed steps
-    and ``min_seconds`` of timing."""
-    net = copy.deepcopy(model).train()
-    opt = optimizer(net.parameters()) if optimizer else torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+def training_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  amp_dtype: torch.dtype | None = None):
+    """A closure doing one plain training step (forward, cross-entropy, backward, optimizer step) on
+    a fixed batch: the bare loop that throughput is compared with (no host sync inside)."""
     labels = labels.to(images.device)
 
     def step():
         with autocast(images.device, amp_dtype):
             loss = F.cross_entropy(net(images).float(), labels)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def training_throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 10,
+                        warmup: int = 3, amp_dtype: torch.dtype | None = None, optimizer=None,
+                        min_seconds: float = 0.0) -> float:
+    """Images/s of full training steps (:func:`training_step`, SGD unless ``optimizer`` (a factory
+    taking parameters) is given) on one fixed batch, on a copy of ``model`` (the model itself is not
+    changed). At least ``steps`` timed steps and ``min_seconds`` of timing."""
+    net = copy.deepcopy(model).train()
+    opt = optimizer(net.parameters()) if optimizer else torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    step = training_step(net, images, labels, opt, amp_dtype)
     return _timed(step, len(images), images.device, steps, warmup, min_seconds)
 
 

@@ -47,8 +47,8 @@ def relative_logit_change(shifted: torch.Tensor, reference: torch.Tensor) -> tor
 
 
 def circular_shift_consistency(model: nn.Module, images: torch.Tensor, max_shift: int = 3, seed: int = 0,
-                               step: int = 1, batch_size: int = 500,
-                               amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+                               step: int = 1, batch_size: int = 500, amp_dtype: torch.dtype | None = None,
+                               base_logits: torch.Tensor | None = None) -> dict[str, float]:
     """Circular-shift consistency and the logit-level change (Chaman & Dokmanic 2021).
 
     Per image two independent shifts ``s1, s2`` uniform on ``{-S..S}^2`` (``step`` > 1 keeps only its
@@ -58,12 +58,14 @@ def circular_shift_consistency(model: nn.Module, images: torch.Tensor, max_shift
     * ``logit_change`` = median over images and both shifts of
       ``||f(roll_s x) - f(x)||_inf / ||f(x)||_inf``: argmax agreement alone is trivially 1 for an
       untrained or flat network, this is not.
+
+    ``base_logits``: ``f(x)`` when the caller has it already (it saves a pass).
     """
     values = shift_values(max_shift, step)
     gen = torch.Generator().manual_seed(int(seed))
     n = len(images)
     s = values[torch.randint(len(values), (4, n), generator=gen)]
-    base = logits_of(model, images, batch_size, amp_dtype)
+    base = logits_of(model, images, batch_size, amp_dtype) if base_logits is None else base_logits
     first = logits_of(model, roll_images(images, s[0], s[1]), batch_size, amp_dtype)
     second = logits_of(model, roll_images(images, s[2], s[3]), batch_size, amp_dtype)
     agree = (first.argmax(1) == second.argmax(1)).double().mean()
@@ -98,10 +100,11 @@ def crop_consistency(model: nn.Module, images: torch.Tensor, padding: int = 4, f
 
 def stability_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, padding: int = 4,
                     fill: str = "mean", batch_size: int = 500, fill_color: torch.Tensor | None = None,
-                    amp_dtype: torch.dtype | None = None) -> dict[int, float]:
+                    amp_dtype: torch.dtype | None = None, base_logits: torch.Tensor | None = None) -> dict[int, float]:
     """Accuracy as a function of diagonal shift ``d`` in ``{-P..P}`` (Zhang 2019, Fig. 5): the image
     padded by ``P`` and cropped at offset ``(P + d, P + d)``, so its content moves by ``-d`` pixels
-    along both axes. A shift-invariant network gives a flat curve."""
+    along both axes. A shift-invariant network gives a flat curve. ``base_logits``: ``f(images)``
+    when the caller has it already; it is the curve at ``d = 0``."""
     n, _, h, w = images.shape
     color = _fill_color(images) if fill_color is None else fill_color
     correct = {d: 0 for d in range(-padding, padding + 1)}
@@ -112,7 +115,10 @@ def stability_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
             xp = pad_images(images[sl], padding, fill, color)
             for d in correct:
                 o = padding + d  # the same offset for every image: a plain slice
-                crop = images[sl] if d == 0 else xp[:, :, o:o + h, o:o + w]
-                pred = logits_of(model, crop, batch_size, amp_dtype).argmax(1)
+                if d == 0 and base_logits is not None:
+                    pred = base_logits[sl].argmax(1)
+                else:
+                    crop = images[sl] if d == 0 else xp[:, :, o:o + h, o:o + w]
+                    pred = logits_of(model, crop, batch_size, amp_dtype).argmax(1)
                 correct[d] += int((pred == labels[sl]).sum())
     return {d: c / max(n, 1) for d, c in correct.items()}

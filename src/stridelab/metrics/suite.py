@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
 from stridelab.metrics import border, cost, position, shift, spatial
-from stridelab.metrics._common import autocast_dtype, full_precision
+from stridelab.metrics._common import autocast_dtype, full_precision, logits_of
 
 METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "cost")
 # Key prefixes the suite writes (a new measurement replaces all of them).
@@ -120,8 +120,12 @@ class MeasurementSuite:
         return np.sort(np.random.default_rng(self.subset_seed).permutation(n)[: self.subset_size])
 
     def measure(self, model: nn.Module, datamodule, device: torch.device | str | None = None,
-                precision: str = "32-true", fit_window: cost.ThroughputWindow | None = None) -> Measurement:
-        """Run every group not in ``skip`` on ``model`` with the test images of ``datamodule``."""
+                precision: str = "32-true", fit_window: cost.ThroughputWindow | None = None,
+                eval_window: cost.ThroughputWindow | None = None) -> Measurement:
+        """Run every group not in ``skip`` on ``model`` with the test images of ``datamodule``.
+
+        ``fit_window`` / ``eval_window``: the run's own timed training steps and validation passes
+        (:class:`stridelab.training.throughput.TrainThroughput`); without them, cost is probed."""
         t0 = time.perf_counter()
         device = torch.device(device) if device is not None else next(model.parameters()).device
         model = model.to(device)
@@ -141,9 +145,11 @@ class MeasurementSuite:
         bs = self.batch_size
 
         with full_precision():  # image metrics in fp32; cost below at the run's precision
+            # The unshifted logits: shift's reference and the stability curve's zero shift, computed once.
+            base = logits_of(model, x, bs) if {"shift", "crop"} & set(run) else None
             if "shift" in run:
                 r = shift.circular_shift_consistency(model, x, self.max_shift, seed=self.subset_seed,
-                                                     batch_size=bs)
+                                                     batch_size=bs, base_logits=base)
                 out.update({"shift/circular_consistency": r["consistency"],
                             "shift/circular_logit_change": r["logit_change"], "shift/max_shift": self.max_shift})
             if "crop" in run:
@@ -151,7 +157,7 @@ class MeasurementSuite:
                 r = shift.crop_consistency(model, x, self.crop_padding, self.crop_fill, seed=self.subset_seed,
                                            batch_size=bs, fill_color=color)
                 m.stability = shift.stability_curve(model, x, y, self.crop_padding, self.crop_fill, batch_size=bs,
-                                                    fill_color=color)
+                                                    fill_color=color, base_logits=base)
                 out.update({"crop/consistency": r["consistency"], "crop/padding": self.crop_padding,
                             "crop/fill": self.crop_fill})
                 out.update({f"crop/acc_at_{d:+d}": a for d, a in m.stability.items()})
@@ -178,11 +184,12 @@ class MeasurementSuite:
                 r = position.position_gap(model, (x, y), dis, batch_size=bs)
                 out.update({f"position/{k}": v for k, v in r.items()})
         if "cost" in run:
-            out.update(self._cost(model, datamodule, x, y, input_shape, device, precision, amp, fit_window))
+            out.update(self._cost(model, datamodule, x, y, input_shape, device, precision, amp, fit_window,
+                                  eval_window))
         out["time/measure_s"] = time.perf_counter() - t0
         return m
 
-    def _cost(self, model, datamodule, x, y, input_shape, device, precision, amp, fit_window) -> dict:
+    def _cost(self, model, datamodule, x, y, input_shape, device, precision, amp, fit_window, eval_window) -> dict:
         out = {"cost/params": sum(p.numel() for p in model.parameters()),
                "cost/flops_per_image": cost.count_flops(model, input_shape),
                "cost/train_flops_per_image": cost.count_flops(model, input_shape, train=True)}
@@ -195,10 +202,14 @@ class MeasurementSuite:
             out.update({"cost/train_images_per_s": cost.training_throughput(
                 model, xb, yb, 2, min(self.warmup_steps, 2), amp, min_seconds=self.timing_seconds),
                 "cost/train_from": "probe"})
-        xb = _batch_of(x, self.inference_batch)
-        out["cost/infer_images_per_s"] = cost.inference_throughput(
-            model, xb, 2, min(self.warmup_steps, 2), amp, min_seconds=self.timing_seconds)
-        out["cost/infer_batch"] = self.inference_batch
+        if eval_window is not None and eval_window.images_per_s:
+            out.update({"cost/infer_images_per_s": eval_window.images_per_s, "cost/infer_from": "fit",
+                        "cost/infer_batch": int(getattr(datamodule, "eval_batch_size", 0)) or None})
+        else:  # fewer than two validation passes: time eval-mode passes on subset images
+            xb = _batch_of(x, self.inference_batch)
+            out.update({"cost/infer_images_per_s": cost.inference_throughput(
+                model, xb, 1, min(self.warmup_steps, 1), amp, min_seconds=self.timing_seconds),
+                "cost/infer_from": "probe", "cost/infer_batch": self.inference_batch})
         mem = cost.peak_memory_mib(device)
         if mem is not None:
             out["cost/peak_memory_mib"] = mem

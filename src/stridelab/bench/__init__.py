@@ -1,0 +1,8 @@
+"""The performance benchmark: ``python -m stridelab.bench`` (``make bench``); see docs/performance.md.
+
+* :mod:`~stridelab.bench.paths`: the three training paths timed side by side (bare loop,
+  stridelab, torchvision/PIL DataLoader);
+* :mod:`~stridelab.bench.runs`: what a run costs besides its steps (fixed cost, suite);
+* :mod:`~stridelab.bench.benchmark`: the whole benchmark on generated CIFAR-shaped data, and the bars;
+* :mod:`~stridelab.bench.report`: the console table.
+"""

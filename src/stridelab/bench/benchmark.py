@@ -1,0 +1,263 @@
+"""The benchmark run: generated CIFAR-shaped data, the three paths interleaved, run costs, bars.
+
+Data: a stand-in of CIFAR-10 (random images and labels, 50000 + 10000 by default) written in the
+official binary format into a temporary folder and read by the real ``data=cifar10`` module; the
+torchvision baseline gets the same training images. Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Overrides of the train config per preset; the data are always the generated CIFAR-10 stand-in.
+PRESETS = {
+    # A small CNN (the default simple_cnn at width 8): steps of ~150 ms at batch 256 on 2 cores, where
+    # the data pipeline and the harness's per-step work are most visible. The bars apply to it.
+    "cpu": ["trainer=cpu", "model.width=8"],
+    # The default CIFAR-10 model and settings on a GPU (bf16-mixed, cudnn benchmark, batch 256).
+    "gpu": ["trainer=gpu"],
+    # The airbench94-sized network (configs/experiment/airbench_sized.yaml), batch 1024.
+    "airbench": ["trainer=gpu", "experiment=airbench_sized"],
+}
+CPU_STEP_FLOOR_MS = 50.0  # the CPU bar holds for steps this long or longer (issue 5)
+
+
+@dataclass
+class BenchOptions:
+    preset: str = "auto"  # cpu | gpu | airbench; auto: gpu when CUDA is available, else cpu
+    overrides: list[str] = field(default_factory=list)
+    repeats: int = 5
+    steps: int = 20
+    warmup: int = 5
+    workers: list[int] | None = None  # DataLoader workers for the torchvision path (None: 0 and all cores)
+    train_size: int = 50000
+    test_size: int = 10000
+    run_costs: bool = True  # the fixed cost of a run in a sweep
+    demo: bool = True  # the suite's share of a standard demo run (about a minute on 2 CPU cores)
+    quick: bool = False  # tiny sizes: checks the machinery, the figures mean nothing
+
+
+def quick_options(**changes) -> BenchOptions:
+    """Tiny sizes for the smoke test: seconds, not minutes."""
+    base = dict(repeats=1, steps=2, warmup=1, workers=[0], train_size=640, test_size=256, quick=True,
+                overrides=["data.batch_size=64", "data.val_size=128", "data.eval_batch_size=128", "metrics=quick"])
+    base.update(changes)
+    return BenchOptions(**base)
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from stridelab.config import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+def machine() -> dict:
+    import lightning
+    import torch
+
+    from stridelab.training.sharing import available_cores
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": available_cores(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda)
+    return info
+
+
+def _progress(msg: str) -> None:
+    print(f"stridelab bench: {msg}", flush=True)
+
+
+def _summary(timings: list) -> dict:
+    ips = [t.images_per_s for t in timings]
+    return {"images_per_s": statistics.median(ips), "images_per_s_repeats": ips,
+            "step_ms": 1000 * statistics.median(t.seconds / t.steps for t in timings),
+            "first_step_s": statistics.median(t.first_step_s for t in timings),
+            "setup_s": statistics.median(t.setup_s for t in timings), "timed_steps": timings[0].steps}
+
+
+def run_benchmark(opts: BenchOptions) -> dict:
+    """Everything ``make bench`` reports, as one dict (also the JSON file's content)."""
+    import torch
+    from hydra.utils import instantiate
+
+    from stridelab.bench import paths
+    from stridelab.bench.runs import run_cost
+    from stridelab.config import resolve_precision
+    from stridelab.data import cifar10
+    from stridelab.metrics import cost
+    from stridelab.metrics._common import autocast_dtype
+    from stridelab.train import build_data_and_model
+    from stridelab.training.sharing import available_cores, take_share
+
+    preset = opts.preset if opts.preset != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    if preset not in PRESETS:
+        from stridelab.errors import ConfigError
+
+        raise ConfigError(f"unknown bench preset {preset!r}: choose one of {', '.join(PRESETS)} (or auto).")
+    if preset != "cpu" and not torch.cuda.is_available():
+        from stridelab.errors import ConfigError
+
+        raise ConfigError(f"--preset {preset} needs a CUDA GPU and this machine has none; use --preset cpu.")
+    workers = opts.workers if opts.workers is not None else sorted({0, available_cores()})
+    take_share("cpu" if preset == "cpu" else "gpu")
+
+    with tempfile.TemporaryDirectory(prefix="stridelab-bench-") as tmp:
+        tmp = Path(tmp)
+        _progress(f"writing a generated CIFAR-10 stand-in ({opts.train_size} + {opts.test_size} images) ...")
+        cifar10.write_generated(tmp / "cifar10", opts.train_size, opts.test_size)
+        counter = iter(range(10**6))
+
+        def config(extra: list[str]):
+            return compose(["data=cifar10", f"data.root={tmp / 'cifar10'}", "data.download=false",
+                            f"paths.root_dir={tmp}", f"paths.output_dir={tmp / f'run{next(counter)}'}",
+                            *PRESETS[preset], *opts.overrides, *extra])
+
+        cfg = config([])
+        datamodule, model = build_data_and_model(cfg)
+        splits = datamodule.load()
+        device = torch.device("cuda" if preset != "cpu" else "cpu")
+        precision = str(resolve_precision(cfg.trainer.get("precision", "fast")))
+        amp = autocast_dtype(precision)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark", True))
+        batch = datamodule.batch_size
+        channels_last, compile_model = bool(cfg.module.channels_last), bool(cfg.module.compile)
+        images = datamodule.model_inputs(splits.train[0][:batch], device)
+        labels = torch.from_numpy(splits.train[1][:batch]).to(device)
+        optimizer = instantiate(cfg.optimizer)
+        train_x, train_y = cifar10.load_cifar10(tmp / "cifar10", download_if_missing=False)[0]
+        dataset = paths.torchvision_dataset(train_x, train_y, datamodule.mean, datamodule.std)
+        common = dict(amp_dtype=amp, channels_last=channels_last, compile=compile_model)
+
+        runners = {
+            "bare": lambda: paths.bare_loop(model, optimizer, images, labels, opts.steps, opts.warmup, **common),
+            "stridelab": lambda: paths.stridelab_path(cfg, opts.steps, opts.warmup),
+        }
+        for w in workers:
+            runners[f"torchvision_w{w}"] = (lambda w=w: paths.torchvision_loader(
+                model, optimizer, dataset, batch, w, device, opts.steps, opts.warmup, **common))
+        timings: dict[str, list] = {name: [] for name in runners}
+        baselines = [n for n in runners if n.startswith("torchvision")]
+        for r in range(opts.repeats):
+            # The host's speed drifts by 10-20% over seconds, so each repeat times the bare loop and
+            # stridelab back to back, in alternating order (ABBA cancels a linear drift), and the
+            # ratios are medians of per-repeat ratios. The baselines follow, rotating.
+            pair = ["bare", "stridelab"] if r % 2 == 0 else ["stridelab", "bare"]
+            order = pair + baselines[r % len(baselines):] + baselines[: r % len(baselines)]
+            for name in order:
+                t = runners[name]()
+                timings[name].append(t)
+                _progress(f"repeat {r + 1}/{opts.repeats}  {name:<16} {t.images_per_s:10.0f} images/s")
+
+        result = {
+            "machine": machine(), "preset": preset, "quick": opts.quick,
+            "overrides": [*PRESETS[preset], *opts.overrides],
+            "setup": {"model": cfg.model._target_.rsplit(".", 1)[-1], "batch_size": batch, "device": str(device),
+                      "precision": precision, "channels_last": channels_last, "compile": compile_model,
+                      "steps": opts.steps, "warmup": opts.warmup, "repeats": opts.repeats, "workers": workers,
+                      "train_flops_per_image": cost.count_flops(model, datamodule.input_shape, train=True)},
+            "paths": {name: _summary(ts) for name, ts in timings.items()},
+        }
+        peak = cost.device_peak_flops(device, precision)
+        if peak is not None:
+            result["setup"]["peak_flops"], result["setup"]["peak_flops_source"] = peak
+            for p in result["paths"].values():
+                p["mfu"] = p["images_per_s"] * result["setup"]["train_flops_per_image"] / peak[0]
+        result["ratios"] = _ratios(timings)
+        for name, ts in timings.items():
+            result["paths"][name]["vs_bare"] = statistics.median(
+                x.images_per_s / y.images_per_s for x, y in zip(ts, timings["bare"]))
+
+        if opts.run_costs:
+            result["run_cost"] = _run_costs(config, batch, opts)
+        if opts.demo:
+            demo = (["experiment=smoke", "data.train_size=512", "data.test_size=256"] if opts.quick
+                    else ["experiment=demo"])
+            _progress(f"a standard run ({demo[0]}) with the measurement suite ...")
+            t0 = time.perf_counter()
+            demo_cfg = compose([f"paths.root_dir={tmp}", f"paths.output_dir={tmp / 'demo'}", *demo])
+            r = run_cost(demo_cfg, time.perf_counter() - t0)
+            r["run"] = demo[0]
+            r["suite_share"] = r["suite_s"] / max(r["total_s"] - r["suite_s"], 1e-9)
+            result["suite_on_demo"] = r
+    result["bars"] = bars(result)
+    return result
+
+
+def _run_costs(config, batch: int, opts: BenchOptions) -> dict:
+    """Two short runs in this process, as in a sweep; the second is the one a sweep pays per run."""
+    from stridelab.bench.runs import run_cost
+
+    steps = max(2, opts.steps // 2)
+    extra = ["trainer.max_epochs=1", f"data.limit_train={steps * batch}", f"data.limit_test={2 * batch}"]
+    costs = []
+    for i in range(2):
+        _progress(f"fixed cost of a run: run {i + 1}/2 ({steps} training steps) ...")
+        t0 = time.perf_counter()
+        cfg = config(extra)
+        costs.append(run_cost(cfg, time.perf_counter() - t0))
+    return {**costs[1], "first_run_in_process": costs[0]}
+
+
+def _ratios(timings: dict[str, list]) -> dict:
+    """Medians over repeats of the per-repeat ratios (each repeat's paths ran minutes apart at most)."""
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x.images_per_s / y.images_per_s for x, y in zip(timings[a], timings[b]))
+
+    tv = {k: statistics.median(t.images_per_s for t in v) for k, v in timings.items() if k.startswith("torchvision")}
+    best_tv = max(tv, key=tv.get)
+    return {"stridelab_vs_bare": ratio("stridelab", "bare"),
+            "stridelab_vs_bare_repeats": [x.images_per_s / y.images_per_s
+                                          for x, y in zip(timings["stridelab"], timings["bare"])],
+            "torchvision_vs_bare": ratio(best_tv, "bare"), "torchvision_best": best_tv,
+            "stridelab_vs_torchvision": ratio("stridelab", best_tv)}
+
+
+def bars(result: dict) -> list[dict]:
+    """The issue's bars, each with its value and whether it is met (``applies`` false: the setup is
+    outside the bar's conditions, e.g. a quick run or CPU steps under 50 ms)."""
+    gpu = result["setup"]["device"].startswith("cuda")
+    ratios, out = result["ratios"], []
+    step_ok = gpu or result["paths"]["bare"]["step_ms"] >= CPU_STEP_FLOOR_MS
+    applies = not result["quick"]
+    out.append({"bar": f"stridelab / bare >= {0.90 if gpu else 0.95:.2f}", "value": ratios["stridelab_vs_bare"],
+                "met": ratios["stridelab_vs_bare"] >= (0.90 if gpu else 0.95), "applies": applies and step_ok})
+    if not gpu:
+        out.append({"bar": "stridelab / torchvision >= 1.5", "value": ratios["stridelab_vs_torchvision"],
+                    "met": ratios["stridelab_vs_torchvision"] >= 1.5, "applies": applies})
+    if "run_cost" in result and not gpu:
+        v = result["run_cost"]["fixed_s"]
+        out.append({"bar": "fixed cost per run in a sweep <= 1 s", "value": v, "met": v <= 1.0, "applies": applies})
+    if "suite_on_demo" in result and not gpu:
+        v = result["suite_on_demo"]["suite_share"]
+        out.append({"bar": "suite adds <= 10% to a demo run", "value": v, "met": v <= 0.10, "applies": applies})
+    return out
+
+
+def as_json_ready(result: dict) -> dict:
+    """Plain types only (for the JSON file)."""
+    import json
+
+    return json.loads(json.dumps(result, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
+
+
+def default_out() -> Path:
+    return Path(os.environ.get("STRIDELAB_ROOT", ".")) / "logs" / "bench" / "bench.json"

@@ -1,0 +1,199 @@
+"""The three training paths the benchmark compares, on the same model, batch and device.
+
+* ``bare``: a plain PyTorch loop on one fixed batch already on the device; the model-only ceiling.
+* ``stridelab``: the real thing: :func:`stridelab.train.build_run` builds data module, model,
+  LightningModule, callbacks, logger and Trainer from the run's config, and ``trainer.fit`` trains.
+* ``torchvision``: the common baseline: torchvision's ``CIFAR10`` dataset class (its PIL-image
+  ``__getitem__``) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor`` and
+  ``Normalize`` in a ``DataLoader``.
+
+Each path runs ``warmup`` untimed steps, then ``steps`` timed ones; the device is synchronised at
+the ends of the timed window only (:class:`stridelab.metrics.cost.ThroughputWindow`). The first
+step is timed on its own: with ``module.compile=true`` it is the compile time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import time
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn as nn
+
+from stridelab.metrics._common import synchronize
+from stridelab.metrics.cost import ThroughputWindow, training_step
+
+
+@dataclass
+class Timing:
+    """One timed window of a path: ``images`` trained in ``seconds``, after warm-up."""
+
+    images: int
+    seconds: float
+    steps: int
+    first_step_s: float
+    setup_s: float = 0.0  # building the path before its first step (stridelab: data, model, Trainer)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds
+
+
+def _time_steps(step, images_per_step: int, device: torch.device, steps: int, warmup: int) -> Timing:
+    synchronize(device)
+    t0 = time.perf_counter()
+    step()
+    synchronize(device)
+    first = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+        step()
+    window = ThroughputWindow(device)
+    window.open()
+    for _ in range(steps):
+        step()
+        window.count(images_per_step)
+    window.close()
+    return Timing(window.images, window.seconds, window.steps, first)
+
+
+def _prepared(model: nn.Module, device: torch.device, channels_last: bool, compile: bool) -> nn.Module:
+    net = copy.deepcopy(model).to(device).train()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return torch.compile(net) if compile else net
+
+
+def bare_loop(model: nn.Module, optimizer, images: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int,
+              amp_dtype=None, channels_last: bool = True, compile: bool = False) -> Timing:
+    """The model-only ceiling: :func:`stridelab.metrics.cost.training_step` on one fixed,
+    normalised batch on the device, on a fresh copy of ``model`` (``optimizer``: a factory)."""
+    t0 = time.perf_counter()
+    net = _prepared(model, images.device, channels_last, compile)
+    step = training_step(net, images, labels, optimizer(net.parameters()), amp_dtype)
+    setup = time.perf_counter() - t0
+    timing = _time_steps(step, len(labels), images.device, steps, warmup)
+    timing.setup_s = setup
+    return timing
+
+
+class _StepWindow(L.Callback):
+    """Times the fit the way the loops above are timed: the first step alone, then ``steps`` steps
+    after ``warmup``; synchronises at the window's ends only."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps, self.done = warmup, steps, 0
+        self.first_step_s = 0.0
+        self.t_start: float | None = None
+        self.t_first: float | None = None
+        self.window: ThroughputWindow | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.window = ThroughputWindow(trainer.strategy.root_device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.done == 0:
+            synchronize(trainer.strategy.root_device)
+            self.t_first = time.perf_counter()
+        if self.done == self.warmup:
+            self.window.open()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.done += 1
+        if self.done == 1:
+            synchronize(trainer.strategy.root_device)
+            self.first_step_s = time.perf_counter() - self.t_first
+        if self.window.is_open:
+            self.window.count(len(batch[1]))
+            if self.done == self.warmup + self.steps:
+                self.window.close()
+
+
+def stridelab_path(cfg, steps: int, warmup: int) -> Timing:
+    """``trainer.fit`` of the run ``cfg`` describes, stopped after ``warmup + steps`` steps.
+
+    Everything a study's run has takes part: the device-resident data module and its batch
+    augmentation, the LightningModule, the configured callbacks (progress bar), the logger and
+    the fit-throughput callback. Validation is off: it is not training, and no step of the
+    window would wait for it anyway. The progress bar writes into a buffer instead of the console.
+    """
+    from omegaconf import open_dict
+
+    from stridelab.train import build_run
+
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.trainer.max_steps = warmup + steps
+        cfg.trainer.max_epochs = -1
+        cfg.trainer.limit_val_batches = 0
+    t0 = time.perf_counter()
+    clock = _StepWindow(warmup, steps)
+    parts = build_run(cfg, callbacks=[clock])
+    with contextlib.redirect_stderr(io.StringIO()):
+        parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    if clock.window is None or clock.window.steps < steps:
+        raise RuntimeError(f"the stridelab path ran {clock.done} steps, not {warmup + steps}: the training "
+                           "set is too small for the benchmark's steps (use more data or fewer --steps).")
+    return Timing(clock.window.images, clock.window.seconds, clock.window.steps, clock.first_step_s,
+                  setup_s=clock.t_first - t0)
+
+
+def torchvision_dataset(images: np.ndarray, labels: np.ndarray, mean, std):
+    """torchvision's ``CIFAR10`` class over images we hold (N x 3 x 32 x 32 uint8): its own
+    ``__getitem__`` (``Image.fromarray``, then the transforms) with the usual CIFAR recipe. The
+    file loading and checksum of its constructor are skipped: the data are generated."""
+    import torchvision
+    from torchvision import transforms as T
+
+    class GeneratedCIFAR10(torchvision.datasets.CIFAR10):
+        def __init__(self, data, targets, transform) -> None:  # noqa: D401  (no files to read)
+            self.root, self.train = "", True
+            self.data, self.targets = data, targets
+            self.transform, self.target_transform = transform, None
+
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(mean, std)])
+    return GeneratedCIFAR10(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), labels.tolist(), transform)
+
+
+def torchvision_loader(model: nn.Module, optimizer, dataset, batch_size: int, workers: int, device: torch.device,
+                       steps: int, warmup: int, amp_dtype=None, channels_last: bool = True,
+                       compile: bool = False) -> Timing:
+    """The usual training loop over a ``DataLoader`` (shuffle, ``workers`` worker processes kept
+    alive, pinned memory on a GPU); each step copies its batch to the device."""
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from stridelab.metrics._common import autocast
+
+    t0 = time.perf_counter()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    if len(loader) < warmup + steps:
+        raise RuntimeError(f"the torchvision path has {len(loader)} batches, fewer than the {warmup + steps} "
+                           "steps asked for: use more data or fewer --steps.")
+    net = _prepared(model, device, channels_last, compile)
+    opt = optimizer(net.parameters())
+    batches = iter(loader)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def step():
+        x, y = next(batches)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        y = y.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            loss = F.cross_entropy(net(x).float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    setup = time.perf_counter() - t0
+    timing = _time_steps(step, batch_size, device, steps, warmup)
+    timing.setup_s = setup
+    del batches, loader  # stops the workers
+    return timing

@@ -1,0 +1,104 @@
+"""The benchmark's machinery (not its numbers: those are for `make bench`, never pass/fail here)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stridelab.bench import paths
+from stridelab.bench.benchmark import bars
+from stridelab.data import cifar10
+from stridelab.data.augment import crop_images, flip_some
+from stridelab.training import sharing
+
+
+def test_quick_bench_reports_every_figure(tmp_path, capsys, monkeypatch):
+    from stridelab.bench.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["paths"]) == {"bare", "stridelab", "torchvision_w0"}
+    for name, p in result["paths"].items():
+        for key in ("images_per_s", "step_ms", "first_step_s", "setup_s"):
+            assert math.isfinite(p[key]) and p[key] > 0, (name, key, p[key])
+    for key in ("stridelab_vs_bare", "torchvision_vs_bare", "stridelab_vs_torchvision"):
+        assert math.isfinite(result["ratios"][key]) and result["ratios"][key] > 0
+    cost = result["run_cost"]
+    assert cost["status"] == "ok" and cost["batches"]["train"] >= 2 and cost["batches"]["test"] >= 1
+    for key in ("total_s", "train_batches_s", "eval_batches_s", "suite_s", "fixed_s", "compose_s"):
+        assert math.isfinite(cost[key]) and cost[key] > 0, (key, cost[key])
+    assert cost["fixed_s"] < cost["total_s"]
+    demo = result["suite_on_demo"]
+    assert demo["status"] == "ok" and demo["suite_s"] > 0 and demo["suite_share"] > 0
+    assert result["setup"]["train_flops_per_image"] > 0
+    assert [b["applies"] for b in result["bars"]] == [False] * 4  # quick: no verdicts
+    shown = capsys.readouterr().out
+    assert "(a) bare PyTorch loop" in shown and "(c) torchvision CIFAR10 + PIL, 0 workers" in shown
+    assert "NOT MET" not in shown and "n/a here" in shown
+
+
+def _result(ratio, tv, fixed, share, step_ms=150.0, quick=False, device="cpu"):
+    return {"quick": quick, "setup": {"device": device},
+            "paths": {"bare": {"step_ms": step_ms}},
+            "ratios": {"stridelab_vs_bare": ratio, "stridelab_vs_torchvision": tv},
+            "run_cost": {"fixed_s": fixed}, "suite_on_demo": {"suite_share": share}}
+
+
+def test_bars_verdicts():
+    met = bars(_result(0.97, 1.6, 0.5, 0.08))
+    assert [b["met"] for b in met] == [True] * 4 and all(b["applies"] for b in met)
+    missed = bars(_result(0.94, 1.4, 1.2, 0.11))
+    assert [b["met"] for b in missed] == [False] * 4
+    short_steps = bars(_result(0.97, 1.6, 0.5, 0.08, step_ms=30.0))
+    assert not short_steps[0]["applies"] and short_steps[1]["applies"]
+    gpu = bars(_result(0.91, 1.0, 2.0, 0.5, device="cuda:0"))
+    assert len(gpu) == 1 and gpu[0]["met"] and gpu[0]["bar"].endswith("0.90")
+
+
+def test_time_steps_times_only_the_window():
+    calls = []
+    t = paths._time_steps(lambda: calls.append(1), 8, torch.device("cpu"), steps=4, warmup=3)
+    assert len(calls) == 7 and t.steps == 4 and t.images == 32 and t.seconds > 0
+
+
+def test_generated_cifar_round_trip(tmp_path):
+    cifar10.write_generated(tmp_path, train_size=23, test_size=4, seed=1)
+    (x, y), (tx, ty) = cifar10.load_cifar10(tmp_path, download_if_missing=False)
+    assert x.shape == (23, 3, 32, 32) and tx.shape == (4, 3, 32, 32) and x.dtype == np.uint8
+    assert y.max() <= 9 and len(np.unique(x)) > 200  # random content, not a constant
+    with pytest.raises(ValueError, match="labels in 0-9"):
+        cifar10.write_binary_batch(tmp_path / "bad.bin", x[:2], np.array([3, 10]))
+
+
+def test_torchvision_dataset_is_torchvisions_pipeline():
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 32, 32), dtype=np.uint8)
+    ds = paths.torchvision_dataset(images, np.arange(5), [0.5] * 3, [0.25] * 3)
+    x, y = ds[2]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 2 and len(ds) == 5
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_fast_crop_and_flip_equal_plain_indexing(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 12, 12), generator=g).to(dtype)
+    oy, ox = torch.randint(0, 5, (6,), generator=g), torch.randint(0, 5, (6,), generator=g)
+    crops = crop_images(x, oy, ox, 8, 8)
+    assert torch.equal(crops, torch.stack([x[i, :, oy[i]:oy[i] + 8, ox[i]:ox[i] + 8] for i in range(6)]))
+    flipped = torch.tensor([True, False, False, True, True, False])
+    want = torch.stack([x[i].flip(-1) if flipped[i] else x[i] for i in range(6)])
+    assert torch.equal(flip_some(x, flipped), want) and not torch.equal(want, x)
+
+
+def test_available_cores_honours_cgroup_quota(tmp_path, monkeypatch):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert sharing._cgroup_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert sharing._cgroup_quota(tmp_path) is None
+    monkeypatch.setattr(sharing, "_cgroup_quota", lambda: 1.5)
+    assert sharing.available_cores() == min(2, len(sharing.os.sched_getaffinity(0)))
