@@ -12,14 +12,15 @@ DIR ?= logs
 NAME ?= demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo study sweep aggregate train tensorboard clean
+.PHONY: help install test demo study sweep aggregate train bench tensorboard clean
 
 help: ## list the targets
 	@echo "stridelab: experiment harness for CNN downsampling studies"
 	@echo
 	@grep -E '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo
-	@echo "  Variables: ARGS='hydra overrides' (demo, study, sweep, train), NAME=study (study),"
+	@echo "  Variables: ARGS='hydra overrides' (demo, study, sweep, train; bench: its options, e.g. ARGS=--quick),"
+	@echo "             NAME=study (study),"
 	@echo "             DIR=folder (aggregate, tensorboard), TORCH_SPEC (install)"
 
 install: $(STAMP) ## create .venv and install stridelab (editable) with its dependencies
@@ -48,6 +49,9 @@ aggregate: install ## tables and plots of every run under DIR: make aggregate DI
 
 train: install ## one training run: make train ARGS="data=shapes10 downsample=blurpool padding=reflect"
 	$(BIN)/python -m stridelab.train $(ARGS)
+
+bench: install ## performance: bare loop vs stridelab vs torchvision/PIL, run costs (~5 min on 2 cores); docs/performance.md
+	$(BIN)/python -m stridelab.bench $(ARGS)
 
 tensorboard: install ## open TensorBoard on DIR (default logs/; a study: DIR=logs/studies/demo)
 	$(BIN)/tensorboard --logdir $(DIR)

@@ -22,9 +22,8 @@ def fake_images(n, seed):
 
 
 def write_bin(path, images, labels):
-    """The official record layout: label byte, then the R, G and B planes, row-major."""
-    records = np.concatenate([labels.astype(np.uint8)[:, None], images.reshape(len(labels), -1)], axis=1)
-    path.write_bytes(records.tobytes())
+    """The official record layout (test_binary_record_layout pins it byte by byte)."""
+    cifar10.write_binary_batch(path, images, labels)
 
 
 @pytest.fixture
@@ -226,3 +225,20 @@ def test_batch_transform_normalises():
     t = BatchTransform(mean=[0.5] * 3, std=[0.25] * 3)
     out = t(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8))
     torch.testing.assert_close(out, torch.full_like(out, 2.0))
+
+
+def test_runs_in_one_process_read_the_data_once(cifar_root):
+    root, truth = cifar_root
+    first = Cifar10DataModule(root=str(root), download=False, val_size=5, batch_size=4).load()
+    again = Cifar10DataModule(root=str(root), download=False, val_size=5, batch_size=4).load()
+    assert again.train[0] is not first.train[0]  # each module splits its own copy ...
+    assert np.array_equal(again.train[0], first.train[0])
+    assert again.tests["test"][0] is first.tests["test"][0]  # ... of arrays read once
+    name = cifar10.TEST_FILES[0]
+    imgs = fake_images(7, 99)
+    write_bin(root / cifar10.BIN_DIR / name, imgs, np.arange(7) % 10)  # a changed file is read again
+    fresh = Cifar10DataModule(root=str(root), download=False, val_size=5, batch_size=4).load()
+    assert np.array_equal(fresh.tests["test"][0], imgs)
+    a = Shapes10DataModule(train_size=64, test_size=16, val_size=0, batch_size=8).load()
+    b = Shapes10DataModule(train_size=64, test_size=16, val_size=0, batch_size=8).load()
+    assert b.train[0] is a.train[0] and b.info == a.info and b.info is not a.info

@@ -23,6 +23,8 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per path (default 5; median)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per repeat (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before them (default 5)")
+    p.add_argument("--block", type=int, default=5, help="the bare loop and stridelab alternate in blocks of "
+                   "this many steps within one fit (default 5)")
     p.add_argument("--workers", default=None, help="DataLoader workers of the torchvision path, comma-separated "
                    "(default: 0 and all cores); the best is the baseline")
     p.add_argument("--train-size", type=int, default=50000, help="generated training images (default 50000)")
@@ -33,9 +35,9 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--out", type=Path, default=None, help=f"JSON file (default {default_out()})")
     p.add_argument("overrides", nargs="*", help="train-config overrides")
     a = p.parse_args(argv)
-    for name in ("repeats", "steps", "warmup"):
-        if getattr(a, name) < (0 if name == "warmup" else 1):
-            p.error(f"--{name} must be at least {0 if name == 'warmup' else 1}")
+    for name in ("repeats", "steps", "warmup", "block"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name} must be at least 1 (got {getattr(a, name)})")
     workers = None
     if a.workers is not None:
         try:
@@ -47,7 +49,7 @@ def parse(argv: list[str] | None = None):
         opts = quick_options(**chosen)
         opts.overrides += a.overrides
     else:
-        opts = BenchOptions(overrides=a.overrides, repeats=a.repeats, steps=a.steps, warmup=a.warmup,
+        opts = BenchOptions(overrides=a.overrides, repeats=a.repeats, steps=a.steps, warmup=a.warmup, block=a.block,
                             workers=workers, train_size=a.train_size, **chosen)
     return opts, a.out or default_out()
 

@@ -35,6 +35,7 @@ class BenchOptions:
     repeats: int = 5
     steps: int = 20
     warmup: int = 5
+    block: int = 5  # bare and stridelab steps alternate in blocks of this many
     workers: list[int] | None = None  # DataLoader workers for the torchvision path (None: 0 and all cores)
     train_size: int = 50000
     test_size: int = 10000
@@ -147,25 +148,28 @@ def run_benchmark(opts: BenchOptions) -> dict:
         dataset = paths.torchvision_dataset(train_x, train_y, datamodule.mean, datamodule.std)
         common = dict(amp_dtype=amp, channels_last=channels_last, compile=compile_model)
 
-        runners = {
-            "bare": lambda: paths.bare_loop(model, optimizer, images, labels, opts.steps, opts.warmup, **common),
-            "stridelab": lambda: paths.stridelab_path(cfg, opts.steps, opts.warmup),
-        }
+        def paired():
+            step, setup = paths.bare_step(model, optimizer, images, labels, **common)
+            fit, ref = paths.stridelab_path(cfg, opts.steps, opts.warmup, bare=step, block=opts.block)
+            ref.setup_s = setup
+            return {"bare": ref, "stridelab": fit}
+
+        runners = {"bare+stridelab": paired}
         for w in workers:
-            runners[f"torchvision_w{w}"] = (lambda w=w: paths.torchvision_loader(
-                model, optimizer, dataset, batch, w, device, opts.steps, opts.warmup, **common))
-        timings: dict[str, list] = {name: [] for name in runners}
-        baselines = [n for n in runners if n.startswith("torchvision")]
+            runners[f"torchvision_w{w}"] = (lambda w=w: {f"torchvision_w{w}": paths.torchvision_loader(
+                model, optimizer, dataset, batch, w, device, opts.steps, opts.warmup, **common)})
+        timings: dict[str, list] = {"bare": [], "stridelab": [], **{f"torchvision_w{w}": [] for w in workers}}
+        names = list(runners)
         for r in range(opts.repeats):
-            # The host's speed drifts by 10-20% over seconds, so each repeat times the bare loop and
-            # stridelab back to back, in alternating order (ABBA cancels a linear drift), and the
-            # ratios are medians of per-repeat ratios. The baselines follow, rotating.
-            pair = ["bare", "stridelab"] if r % 2 == 0 else ["stridelab", "bare"]
-            order = pair + baselines[r % len(baselines):] + baselines[: r % len(baselines)]
+            # The bare loop and stridelab alternate in blocks within one fit (the host's speed drifts
+            # by 10-20% over seconds); the baselines run after them, rotating. Ratios are medians of
+            # per-repeat ratios.
+            baselines = names[1:]
+            order = names[:1] + baselines[r % len(baselines):] + baselines[: r % len(baselines)]
             for name in order:
-                t = runners[name]()
-                timings[name].append(t)
-                _progress(f"repeat {r + 1}/{opts.repeats}  {name:<16} {t.images_per_s:10.0f} images/s")
+                for path, t in runners[name]().items():
+                    timings[path].append(t)
+                    _progress(f"repeat {r + 1}/{opts.repeats}  {path:<16} {t.images_per_s:10.0f} images/s")
 
         result = {
             "machine": machine(), "preset": preset, "quick": opts.quick,

@@ -1,6 +1,8 @@
 """The three training paths the benchmark compares, on the same model, batch and device.
 
 * ``bare``: a plain PyTorch loop on one fixed batch already on the device; the model-only ceiling.
+  Its steps run inside the stridelab fit, alternating in blocks with the fit's own steps
+  (:class:`_PairedWindows`), so both are timed on the same stretch of the host's time.
 * ``stridelab``: the real thing: :func:`stridelab.train.build_run` builds data module, model,
   LightningModule, callbacks, logger and Trainer from the run's config, and ``trainer.fit`` trains.
 * ``torchvision``: the common baseline: torchvision's ``CIFAR10`` dataset class (its PIL-image
@@ -59,7 +61,7 @@ def _time_steps(step, images_per_step: int, device: torch.device, steps: int, wa
         step()
         window.count(images_per_step)
     window.close()
-    return Timing(window.images, window.seconds, window.steps, first)
+    return Timing(window.images, window.seconds, window.steps, first)  # seconds 0 when steps is 0
 
 
 def _prepared(model: nn.Module, device: torch.device, channels_last: bool, compile: bool) -> nn.Module:
@@ -69,78 +71,102 @@ def _prepared(model: nn.Module, device: torch.device, channels_last: bool, compi
     return torch.compile(net) if compile else net
 
 
-def bare_loop(model: nn.Module, optimizer, images: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int,
-              amp_dtype=None, channels_last: bool = True, compile: bool = False) -> Timing:
-    """The model-only ceiling: :func:`stridelab.metrics.cost.training_step` on one fixed,
-    normalised batch on the device, on a fresh copy of ``model`` (``optimizer``: a factory)."""
+def bare_step(model: nn.Module, optimizer, images: torch.Tensor, labels: torch.Tensor, amp_dtype=None,
+              channels_last: bool = True, compile: bool = False):
+    """The model-only ceiling: :func:`stridelab.metrics.cost.training_step` on one fixed, normalised
+    batch on the device, on a fresh copy of ``model`` (``optimizer``: a factory). Returns the step
+    closure and the seconds its set-up took."""
     t0 = time.perf_counter()
     net = _prepared(model, images.device, channels_last, compile)
     step = training_step(net, images, labels, optimizer(net.parameters()), amp_dtype)
-    setup = time.perf_counter() - t0
-    timing = _time_steps(step, len(labels), images.device, steps, warmup)
-    timing.setup_s = setup
-    return timing
+    return step, time.perf_counter() - t0
 
 
-class _StepWindow(L.Callback):
-    """Times the fit the way the loops above are timed: the first step alone, then ``steps`` steps
-    after ``warmup``; synchronises at the window's ends only."""
+class _PairedWindows(L.Callback):
+    """Times stridelab's fit and the bare loop on one timeline, in alternating blocks.
 
-    def __init__(self, warmup: int, steps: int) -> None:
-        self.warmup, self.steps, self.done = warmup, steps, 0
-        self.first_step_s = 0.0
-        self.t_start: float | None = None
+    After ``warmup`` fit steps (and ``warmup`` bare steps), the fit runs ``block`` steps in a window,
+    then the bare loop runs ``block`` steps in its own window, and so on, until both have timed
+    ``steps``. A stridelab window runs from the end of the previous block to the end of its last
+    step, so it holds whole cycles of the fit loop: fetching and augmenting the batch, hooks,
+    logging, progress bar. The host's speed drifts by 10-20% over seconds; blocks a second or so
+    apart see the same machine. Synchronises at window ends only, so it also holds on a GPU.
+    """
+
+    def __init__(self, bare, warmup: int, steps: int, block: int) -> None:
+        self.bare, self.warmup, self.steps, self.block = bare, warmup, steps, max(1, block)
+        self.done = 0
+        self.first_step_s = self.bare_first_step_s = 0.0
         self.t_first: float | None = None
-        self.window: ThroughputWindow | None = None
+        self.fit = self.ref = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.window = ThroughputWindow(trainer.strategy.root_device)
+        device = trainer.strategy.root_device
+        self.fit, self.ref = ThroughputWindow(device), ThroughputWindow(device)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.done == 0:
             synchronize(trainer.strategy.root_device)
             self.t_first = time.perf_counter()
-        if self.done == self.warmup:
-            self.window.open()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        device = trainer.strategy.root_device
         self.done += 1
         if self.done == 1:
-            synchronize(trainer.strategy.root_device)
+            synchronize(device)
             self.first_step_s = time.perf_counter() - self.t_first
-        if self.window.is_open:
-            self.window.count(len(batch[1]))
-            if self.done == self.warmup + self.steps:
-                self.window.close()
+        if self.fit.is_open:
+            self.fit.count(len(batch[1]))
+        if self.done == self.warmup:
+            self.bare_first_step_s = _time_steps(self.bare, 0, device, 0, self.warmup).first_step_s
+            self.fit.open()
+        elif self.done > self.warmup and ((self.done - self.warmup) % self.block == 0
+                                          or self.done == self.warmup + self.steps):
+            self.fit.close()
+            n = min(self.block, self.steps - self.ref.steps)
+            self.ref.open()
+            for _ in range(n):
+                self.bare()
+                self.ref.count(len(batch[1]))
+            self.ref.close()
+            if self.fit.steps < self.steps:
+                self.fit.open()
 
 
-def stridelab_path(cfg, steps: int, warmup: int) -> Timing:
-    """``trainer.fit`` of the run ``cfg`` describes, stopped after ``warmup + steps`` steps.
+def stridelab_path(cfg, steps: int, warmup: int, bare=None, block: int = 5) -> tuple[Timing, Timing | None]:
+    """``trainer.fit`` of the run ``cfg`` describes, stopped after ``warmup + steps`` steps; with
+    ``bare`` (a step closure, :func:`bare_step`), the bare loop's steps alternate with the fit's in
+    blocks of ``block`` (:class:`_PairedWindows`). Returns the fit's timing and the bare loop's.
 
     Everything a study's run has takes part: the device-resident data module and its batch
     augmentation, the LightningModule, the configured callbacks (progress bar), the logger and
-    the fit-throughput callback. Validation is off: it is not training, and no step of the
-    window would wait for it anyway. The progress bar writes into a buffer instead of the console.
+    the fit-throughput callback. Validation is off: it is not training. The progress bar writes
+    into a buffer instead of the console.
     """
     from omegaconf import open_dict
 
     from stridelab.train import build_run
 
+    if warmup < 1:
+        raise ValueError("the paired timing needs at least one warm-up step")
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.trainer.max_steps = warmup + steps
         cfg.trainer.max_epochs = -1
         cfg.trainer.limit_val_batches = 0
     t0 = time.perf_counter()
-    clock = _StepWindow(warmup, steps)
+    clock = _PairedWindows(bare or (lambda: None), warmup, steps, block if bare else steps)
     parts = build_run(cfg, callbacks=[clock])
-    with contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         parts.trainer.fit(parts.module, datamodule=parts.datamodule)
-    if clock.window is None or clock.window.steps < steps:
+    if clock.fit is None or clock.fit.steps < steps:
         raise RuntimeError(f"the stridelab path ran {clock.done} steps, not {warmup + steps}: the training "
                            "set is too small for the benchmark's steps (use more data or fewer --steps).")
-    return Timing(clock.window.images, clock.window.seconds, clock.window.steps, clock.first_step_s,
-                  setup_s=clock.t_first - t0)
+    fit = Timing(clock.fit.images, clock.fit.seconds, clock.fit.steps, clock.first_step_s,
+                 setup_s=clock.t_first - t0)
+    ref = (Timing(clock.ref.images, clock.ref.seconds, clock.ref.steps, clock.bare_first_step_s)
+           if bare is not None else None)
+    return fit, ref
 
 
 def torchvision_dataset(images: np.ndarray, labels: np.ndarray, mean, std):
