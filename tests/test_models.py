@@ -110,3 +110,16 @@ def test_param_counts_near_the_papers():
     assert 0.26e6 < build("resnet20", "conv").num_params < 0.28e6      # He et al.: 0.27M
     allconv = build("allcnn_c", "conv", norm="none").num_params
     assert 1.3e6 < allconv < 1.45e6                                     # Springenberg: ~1.4M
+
+
+@pytest.mark.parametrize("downsample", ["maxpool", "strided"])
+def test_simple_cnn_explicit_widths_and_early_downsampling(downsample):
+    """The airbench-sized preset's knobs: per-stage widths, stem width, downsampling after conv 0."""
+    m = build("simple_cnn", downsample, widths=[16, 24, 24], stem_width=6, down_after=0)
+    rows = trace(m, (3, 32, 32))
+    assert rows[0].out_shape[1] == 6  # the stem
+    conv1 = next(r for r in rows if r.name.startswith("stages.stage0.conv1"))
+    assert conv1.in_shape[1:] == (16, 16, 16)  # conv0 (or its stride) already downsampled
+    assert rows[-1].out_shape == (1, 10) and sum(r.out_shape[1] == 24 for r in rows) > 0
+    with pytest.raises(ConfigError, match="down_after=2 names no conv"):
+        build("simple_cnn", downsample, down_after=2)
