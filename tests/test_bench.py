@@ -61,6 +61,22 @@ def test_bars_verdicts():
     assert len(gpu) == 1 and gpu[0]["met"] and gpu[0]["bar"].endswith("0.90")
 
 
+def test_ratios_pair_a_baseline_timed_in_the_first_repeats_only():
+    from stridelab.bench.benchmark import _ratios
+
+    def t(ips):
+        return paths.Timing(images=int(ips), seconds=1.0, steps=1, first_step_s=0.1)
+
+    timings = {"bare": [t(100), t(200), t(100)], "stridelab": [t(97), t(190), t(99)],
+               "torchvision_w0": [t(40)], "torchvision_w2": [t(30)]}
+    r = _ratios(timings)
+    assert r["stridelab_vs_bare"] == pytest.approx(0.97)
+    assert r["stridelab_vs_bare_repeats"] == pytest.approx([0.97, 0.95, 0.99])
+    assert r["torchvision_best"] == "torchvision_w0"
+    assert r["stridelab_vs_torchvision"] == pytest.approx(97 / 40)  # paired with repeat 1, not the median
+    assert r["torchvision_vs_bare"] == pytest.approx(0.4)
+
+
 def test_time_steps_times_only_the_window():
     calls = []
     t = paths._time_steps(lambda: calls.append(1), 8, torch.device("cpu"), steps=4, warmup=3)

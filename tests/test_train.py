@@ -120,3 +120,16 @@ def test_unknown_model_option_is_a_config_error():
     with pytest.raises(ConfigError, match="simple_cnn"):
         create_model("vgg99")
 
+
+
+def test_tally_sums_on_the_device_and_counts_on_the_host():
+    from stridelab.training.module import _Tally
+
+    tally = _Tally()
+    assert tally.compute() is None  # nothing seen
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    tally.add(logits, torch.tensor([0, 0, 0]), torch.tensor(6.0))  # 2 of 3 right
+    tally.add(logits[:1], torch.tensor([1]), torch.tensor(1.0))  # 0 of 1 right
+    loss, acc = tally.compute()
+    assert isinstance(tally.count, int) and tally.count == 4  # no per-step host -> device copy
+    assert loss.item() == pytest.approx(7.0 / 4) and acc.item() == pytest.approx(0.5)

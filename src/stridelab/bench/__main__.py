@@ -20,8 +20,11 @@ def parse(argv: list[str] | None = None):
                     "(e.g. model.width=16 data.batch_size=128).")
     p.add_argument("--preset", default="auto", help=f"auto | {' | '.join(PRESETS)} (default auto: gpu when "
                    "CUDA is available, else cpu)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per path (default 5; median)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per repeat (default 20)")
+    p.add_argument("--repeats", type=int, default=10, help="repeats of the paired bare/stridelab timing "
+                   "(default 10; median)")
+    p.add_argument("--baseline-repeats", type=int, default=3, help="the torchvision baseline is timed in the "
+                   "first this-many repeats (default 3)")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per path and repeat (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before them (default 5)")
     p.add_argument("--block", type=int, default=5, help="the bare loop and stridelab alternate in blocks of "
                    "this many steps within one fit (default 5)")
@@ -35,9 +38,9 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--out", type=Path, default=None, help=f"JSON file (default {default_out()})")
     p.add_argument("overrides", nargs="*", help="train-config overrides")
     a = p.parse_args(argv)
-    for name in ("repeats", "steps", "warmup", "block"):
+    for name in ("repeats", "baseline_repeats", "steps", "warmup", "block"):
         if getattr(a, name) < 1:
-            p.error(f"--{name} must be at least 1 (got {getattr(a, name)})")
+            p.error(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(a, name)})")
     workers = None
     if a.workers is not None:
         try:
@@ -50,7 +53,7 @@ def parse(argv: list[str] | None = None):
         opts.overrides += a.overrides
     else:
         opts = BenchOptions(overrides=a.overrides, repeats=a.repeats, steps=a.steps, warmup=a.warmup, block=a.block,
-                            workers=workers, train_size=a.train_size, **chosen)
+                            baseline_repeats=a.baseline_repeats, workers=workers, train_size=a.train_size, **chosen)
     return opts, a.out or default_out()
 
 

@@ -22,9 +22,10 @@ def table(result: dict) -> str:
         f"  {s['model']} ({' '.join(result['overrides']) or 'defaults'}), batch {s['batch_size']}, "
         f"{s['device']} ({device}), {s['precision']}"
         f"{', channels_last' if s['channels_last'] else ''}{', torch.compile' if s['compile'] else ''}",
-        f"  median of {s['repeats']} interleaved repeats of {s['steps']} steps after {s['warmup']} warm-up steps "
-        "(ratios: median of per-repeat ratios); "
-        f"torch {m['torch']}, lightning {m['lightning']}",
+        f"  median of {s['repeats']} repeats of {s['steps']} steps after {s['warmup']} warm-up steps; (a) and (b) "
+        f"alternate in blocks of {s.get('block', '?')} steps within each repeat; (c) runs in the first "
+        f"{s.get('baseline_repeats', s['repeats'])}; ratios: median of per-repeat ratios",
+        f"  torch {m['torch']}, lightning {m['lightning']}",
         "",
         f"  {'path':<44} {'images/s':>10} {'vs (a)':>7} {'step ms':>8} {'1st step s':>10}"
         + (f" {'MFU':>6}" if "peak_flops" in s else ""),

@@ -16,32 +16,35 @@ import torch.nn.functional as F
 
 
 class _Tally:
-    """Running sums of loss, correct predictions and count, kept on the device."""
+    """Running sums of loss and correct predictions, kept on the device; the count is a host integer
+    (a device scalar made from it each step would copy host -> device, a stream sync on CUDA)."""
 
     def __init__(self) -> None:
-        self.loss = self.correct = self.count = None
+        self.loss = self.correct = None
+        self.count = 0
 
     def add(self, logits: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
         correct = (logits.argmax(1) == y).sum()
-        n = torch.tensor(y.numel(), device=y.device)
         if self.loss is None:
-            self.loss, self.correct, self.count = loss_sum.detach().float(), correct, n
+            self.loss, self.correct = loss_sum.detach().float(), correct
         else:
             self.loss = self.loss + loss_sum.detach().float()
-            self.correct, self.count = self.correct + correct, self.count + n
+            self.correct = self.correct + correct
+        self.count += y.numel()
 
     def compute(self, device=None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Mean loss and accuracy; under DDP summed over every process first (each saw a shard)."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            sums = (torch.stack([self.loss.double(), self.correct.double(), self.count.double()])
-                    if self.count is not None else torch.zeros(3, dtype=torch.float64, device=device))
+            sums = torch.zeros(3, dtype=torch.float64, device=device)
+            if self.count:
+                sums = torch.stack([self.loss.double(), self.correct.double(), sums[2] + self.count])
             dist.all_reduce(sums)  # every rank calls this, also with an empty shard
             if sums[2] == 0:
                 return None
             return (sums[0] / sums[2]).float(), (sums[1] / sums[2]).float()
-        if self.count is None:
+        if not self.count:
             return None
         return self.loss / self.count, self.correct.float() / self.count
 
