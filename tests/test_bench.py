@@ -77,6 +77,24 @@ def test_ratios_pair_a_baseline_timed_in_the_first_repeats_only():
     assert r["torchvision_vs_bare"] == pytest.approx(0.4)
 
 
+def test_sync_watch_records_where_the_host_waited(monkeypatch):
+    import warnings
+
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    clock = paths._PairedWindows(lambda: None, warmup=3, steps=2, block=1)
+    clock._watch_syncs(True)
+    warnings.warn("called a synchronizing CUDA operation")  # what the debug mode raises, e.g. on .item()
+    warnings.warn("something else")
+    clock._watch_syncs(False)
+    assert modes == ["warn", "default"]
+    assert len(clock.syncs) == 1 and clock.syncs[0].startswith(__file__)
+    with warnings.catch_warnings(record=True) as seen:  # the filter is restored afterwards
+        warnings.simplefilter("always")
+        warnings.warn("after")
+    assert len(seen) == 1 and clock.syncs == clock.syncs[:1]
+
+
 def test_time_steps_times_only_the_window():
     calls = []
     t = paths._time_steps(lambda: calls.append(1), 8, torch.device("cpu"), steps=4, warmup=3)

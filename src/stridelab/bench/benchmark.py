@@ -95,7 +95,17 @@ def _summary(timings: list) -> dict:
     return {"images_per_s": statistics.median(ips), "images_per_s_repeats": ips,
             "step_ms": 1000 * statistics.median(t.seconds / t.steps for t in timings),
             "first_step_s": statistics.median(t.first_step_s for t in timings),
-            "setup_s": statistics.median(t.setup_s for t in timings), "timed_steps": timings[0].steps}
+            "setup_s": statistics.median(t.setup_s for t in timings), "timed_steps": timings[0].steps,
+            **_syncs(timings)}
+
+
+def _syncs(timings: list) -> dict:
+    """Host waits for the GPU inside a training step, from the CUDA sync debug mode (stridelab, CUDA)."""
+    counted = [t.extra for t in timings if "syncs_per_step" in t.extra]
+    if not counted:
+        return {}
+    return {"syncs_per_step": statistics.median(e["syncs_per_step"] for e in counted),
+            "sync_sites": sorted({site for e in counted for site in e["sync_sites"]})}
 
 
 def run_benchmark(opts: BenchOptions) -> dict:

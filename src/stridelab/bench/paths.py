@@ -20,6 +20,7 @@ import contextlib
 import copy
 import io
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -91,6 +92,11 @@ class _PairedWindows(L.Callback):
     step, so it holds whole cycles of the fit loop: fetching and augmenting the batch, hooks,
     logging, progress bar. The host's speed drifts by 10-20% over seconds; blocks a second or so
     apart see the same machine. Synchronises at window ends only, so it also holds on a GPU.
+
+    On CUDA, the warm-up steps after the first run under ``torch.cuda.set_sync_debug_mode("warn")``:
+    every operation inside them that makes the host wait for the GPU (``.item()``, a copy to the
+    host, a blocking host-to-device copy) is counted, in ``syncs`` (untimed steps, so counting
+    costs the timing nothing).
     """
 
     def __init__(self, bare, warmup: int, steps: int, block: int) -> None:
@@ -99,6 +105,21 @@ class _PairedWindows(L.Callback):
         self.first_step_s = self.bare_first_step_s = 0.0
         self.t_first: float | None = None
         self.fit = self.ref = None
+        self.syncs: list[str] = []  # file:line of each wait for the GPU in the counted steps (CUDA only)
+        self.sync_steps = 0
+        self._watch = None
+
+    def _watch_syncs(self, on: bool) -> None:
+        if on and self._watch is None:
+            self._watch = warnings.catch_warnings(record=True)
+            self._seen = self._watch.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        elif not on and self._watch is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self.syncs += [f"{w.filename}:{w.lineno}" for w in self._seen if "synchroniz" in str(w.message)]
+            self._watch.__exit__(None, None, None)
+            self._watch = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         device = trainer.strategy.root_device
@@ -110,11 +131,17 @@ class _PairedWindows(L.Callback):
             self.t_first = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # The batch was fetched and augmented before on_train_batch_start: the watch opened at the
+        # end of step k counts step k+1 whole.
         device = trainer.strategy.root_device
         self.done += 1
         if self.done == 1:
             synchronize(device)
             self.first_step_s = time.perf_counter() - self.t_first
+        if self._watch is not None:
+            self.sync_steps += 1
+        if device.type == "cuda":
+            self._watch_syncs(self.done < self.warmup)
         if self.fit.is_open:
             self.fit.count(len(batch[1]))
         if self.done == self.warmup:
@@ -131,6 +158,9 @@ class _PairedWindows(L.Callback):
             self.ref.close()
             if self.fit.steps < self.steps:
                 self.fit.open()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._watch_syncs(False)
 
 
 def stridelab_path(cfg, steps: int, warmup: int, bare=None, block: int = 5) -> tuple[Timing, Timing | None]:
@@ -164,6 +194,8 @@ def stridelab_path(cfg, steps: int, warmup: int, bare=None, block: int = 5) -> t
                            "set is too small for the benchmark's steps (use more data or fewer --steps).")
     fit = Timing(clock.fit.images, clock.fit.seconds, clock.fit.steps, clock.first_step_s,
                  setup_s=clock.t_first - t0)
+    if clock.sync_steps:
+        fit.extra.update(syncs_per_step=len(clock.syncs) / clock.sync_steps, sync_sites=sorted(set(clock.syncs)))
     ref = (Timing(clock.ref.images, clock.ref.seconds, clock.ref.steps, clock.bare_first_step_s)
            if bare is not None else None)
     return fit, ref

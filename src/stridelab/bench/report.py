@@ -22,9 +22,10 @@ def table(result: dict) -> str:
         f"  {s['model']} ({' '.join(result['overrides']) or 'defaults'}), batch {s['batch_size']}, "
         f"{s['device']} ({device}), {s['precision']}"
         f"{', channels_last' if s['channels_last'] else ''}{', torch.compile' if s['compile'] else ''}",
-        f"  median of {s['repeats']} repeats of {s['steps']} steps after {s['warmup']} warm-up steps; (a) and (b) "
-        f"alternate in blocks of {s.get('block', '?')} steps within each repeat; (c) runs in the first "
-        f"{s.get('baseline_repeats', s['repeats'])}; ratios: median of per-repeat ratios",
+        f"  median of {s['repeats']} repeats of {s['steps']} steps after {s['warmup']} warm-up steps "
+        "(ratios: median of per-repeat ratios);",
+        f"  (a) and (b) alternate in blocks of {s.get('block', '?')} steps within each repeat, "
+        f"(c) runs in the first {s.get('baseline_repeats', s['repeats'])} repeats",
         f"  torch {m['torch']}, lightning {m['lightning']}",
         "",
         f"  {'path':<44} {'images/s':>10} {'vs (a)':>7} {'step ms':>8} {'1st step s':>10}"
@@ -41,6 +42,11 @@ def table(result: dict) -> str:
     lines += ["", f"  stridelab / bare per repeat: {' '.join(f'{v:.2f}' for v in spread)}",
               f"  stridelab / best torchvision ({r['torchvision_best'].replace('torchvision_w', '')} workers): "
                   f"{r['stridelab_vs_torchvision']:.2f}x"]
+    if "syncs_per_step" in result["paths"]["stridelab"]:
+        p = result["paths"]["stridelab"]
+        sites = f" at {', '.join(p['sync_sites'])}" if p["sync_sites"] else ""
+        lines.append(f"  host waits for the GPU inside a stridelab step (CUDA sync debug mode, warm-up steps): "
+                     f"{p['syncs_per_step']:.2f} per step{sites}")
     if "peak_flops" in s:
         lines.append(f"  MFU: {s['train_flops_per_image'] / 1e9:.3f} GFLOP per training image x images/s / "
                      f"{s['peak_flops_source']}")
