@@ -107,7 +107,7 @@ class _PairedWindows(L.Callback):
         self.fit = self.ref = None
         self.syncs: list[str] = []  # file:line of each wait for the GPU in the counted steps (CUDA only)
         self.sync_steps = 0
-        self._watch = None
+        self._watch, self._seen = None, []
 
     def _watch_syncs(self, on: bool) -> None:
         if on and self._watch is None:
@@ -161,6 +161,9 @@ class _PairedWindows(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._watch_syncs(False)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._watch_syncs(False)  # leave the debug mode and the warning filters as they were
 
 
 def stridelab_path(cfg, steps: int, warmup: int, bare=None, block: int = 5) -> tuple[Timing, Timing | None]:
