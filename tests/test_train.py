@@ -133,3 +133,30 @@ def test_tally_sums_on_the_device_and_counts_on_the_host():
     loss, acc = tally.compute()
     assert isinstance(tally.count, int) and tally.count == 4  # no per-step host -> device copy
     assert loss.item() == pytest.approx(7.0 / 4) and acc.item() == pytest.approx(0.5)
+
+
+def test_step_loss_is_logged_exactly_when_lightning_writes_step_metrics(tmp_path):
+    """The module calls ``self.log`` for the step loss only on the steps Lightning writes (a call costs
+    about 1 ms of host time); the steps must be Lightning's own, or the loss curve would lose points."""
+    import csv
+
+    import lightning as L
+
+    from stridelab.train import build_run
+
+    class Agree(L.Callback):
+        seen: list = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.append((pl_module._logging_step(), trainer._logger_connector.should_update_logs))
+
+    cfg = compose(["experiment=smoke", "data=shapes10", "logger=csv", "trainer.log_every_n_steps=3",
+                   "+trainer.limit_val_batches=0", "~metrics"], tmp_path)
+    agree = Agree()
+    parts = build_run(cfg, callbacks=[agree])
+    parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    ours, lightnings = zip(*agree.seen)
+    assert ours == lightnings and any(ours) and not all(ours)
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    logged = [int(r["step"]) for r in rows if r.get("train/loss_step")]
+    assert logged == [s for s in range(len(ours)) if (s + 1) % 3 == 0]
