@@ -46,7 +46,6 @@ def _quiet_lightning() -> None:
         handler.addFilter(_DropTips())
 
 
-
 def config_hash(cfg: DictConfig) -> str:
     """A stable id of what a run trains (resolved config minus paths/logging): equal configs, equal hash."""
     plain = OmegaConf.to_container(cfg, resolve=True)
