@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from stridelab.errors import choose
 from stridelab.layers.padding import Pad2d, PaddingSpec
+from stridelab.layers.partial import PartialConv2d
 
 NORMS = ("batch", "none")
 ACTS = ("relu", "gelu", "silu")
@@ -37,6 +38,9 @@ class ConvKit:
         if bias is None:
             bias = self.bias if self.bias is not None else self.norm == "none"
         before, after = self.padding.for_kernel(kernel_size)
+        if self.padding.mode == "partial":
+            return PartialConv2d(in_chs, out_chs, kernel_size, stride=stride, pad=(before, after, before, after),
+                                 bias=bias)
         if before == after:
             return nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=before,
                              padding_mode=self.padding.mode, bias=bias)

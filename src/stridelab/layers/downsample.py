@@ -16,10 +16,18 @@ strided    conv(k, s2)+norm+act      nothing: the stage's last conv   conv1x1(s2
 maxpool    conv(s1)+act+MaxPool(2)   MaxPool(pool, s2)                MaxPool(2)+conv1x1+norm
 avgpool    conv(s1)+act+AvgPool(2)   AvgPool(pool, s2)                AvgPool(2)+conv1x1+norm
 blurpool   conv(s1)+act+Blur(s2)     MaxPool(2, s1)+Blur(s2)          Blur(s2)+conv1x1+norm
+aps        conv(s1)+act+APS          MaxPool(2, s1)+APS               APS(block's index)+conv1x1+norm
+lps        conv(s1)+act+LPS          MaxPool(2, s1)+LPS               LPS(block's choice)+conv1x1+norm
 =========  ========================  ===============================  ==========================
 
 ``blurpool`` follows Zhang 2019 (ICML), Sec. 3: MaxPool -> MaxBlurPool, StridedConv -> ConvBlurPool,
-and Blur before the 1x1 projection of a residual shortcut.
+and Blur before the 1x1 projection of a residual shortcut. ``aps`` (Chaman & Dokmanic 2021) and
+``lps`` (Rojas-Gomez et al. 2022) replace the stride-2 subsampling by a data-dependent choice of the
+polyphase component (:mod:`stridelab.layers.polyphase`), optionally after a stride-1 binomial blur
+(``filter_size`` > 1: "APS + LPF"); a residual shortcut takes the grid its block's main branch chose
+(:meth:`Downsample.residual` ties the two). The dense 2x2 max of ``blurpool``/``aps``/``lps`` pool
+positions is unpadded as in Zhang's reference, except under circular padding
+(:func:`~stridelab.layers.pool.create_dense_max`).
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ import torch.nn as nn
 from stridelab.errors import ConfigError, choose
 from stridelab.layers.blur import BlurPool2d, binomial_filter
 from stridelab.layers.conv import ConvKit
-from stridelab.layers.pool import create_pool
+from stridelab.layers.polyphase import (POLYPHASE_NORMS, AdaptivePolyphase, ComponentScorer, LearnablePolyphase,
+                                        PolyphaseTie, TiedPolyphase, check_temperatures)
+from stridelab.layers.pool import create_dense_max, create_pool
 
 DOWNSAMPLE_REGISTRY: dict[str, type["Downsample"]] = {}
 
@@ -61,6 +71,12 @@ class Downsample:
 
     def shortcut(self, kit: ConvKit, in_chs: int, out_chs: int) -> nn.Module:
         raise NotImplementedError
+
+    def residual(self, kit: ConvKit, in_chs: int, out_chs: int, kernel_size: int = 3) -> tuple[nn.Module, nn.Module]:
+        """A residual block's downsampling branch and its shortcut. Most strategies build the two
+        independently; those whose shortcut must follow a choice of the main branch (APS, LPS) tie
+        them here."""
+        return self.block(kit, in_chs, out_chs, kernel_size), self.shortcut(kit, in_chs, out_chs)
 
     def _pool_size(self, model_default: int) -> int:
         return int(self.pool_size or model_default)
@@ -145,8 +161,88 @@ class BlurPoolDownsample(_PoolDownsample):
 
     def pool(self, kit, channels, pool_size):
         # MaxBlurPool: max over a dense 2x2 window (stride 1), then blur and subsample.
-        return nn.Sequential(OrderedDict(max=create_pool("max", 2, 1, kit.padding.mode),
+        return nn.Sequential(OrderedDict(max=create_dense_max(kit.padding.mode),
                                   blur=BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding)))
+
+
+@dataclass
+class _PolyphaseDownsample(Downsample):
+    """Conv(s1)+norm+act then a polyphase selection; see :mod:`stridelab.layers.polyphase`."""
+
+    filter_size: int = 1  # binomial blur (stride 1) before the selection; 1 = none
+
+    def __post_init__(self):
+        binomial_filter(int(self.filter_size))
+
+    def _select(self, kit: ConvKit, channels: int, tie: PolyphaseTie | None) -> nn.Module:
+        raise NotImplementedError
+
+    def _with_blur(self, kit, channels, select):
+        if int(self.filter_size) == 1:
+            return select
+        return nn.Sequential(OrderedDict(blur=BlurPool2d(channels, int(self.filter_size), 1, kit.padding),
+                                         select=select))
+
+    def block(self, kit, in_chs, out_chs, kernel_size=3, tie=None):
+        # Conv(stride2)-Norm-Act --> Conv-Norm-Act-Select(stride2)
+        return nn.Sequential(OrderedDict(block=kit.conv_block(in_chs, out_chs, kernel_size, stride=1),
+                                         down=self._with_blur(kit, out_chs, self._select(kit, out_chs, tie))))
+
+    def pool(self, kit, channels, pool_size):
+        # MaxPool(stride2) --> MaxPool(stride1)-Select(stride2), as MaxBlurPool does
+        return nn.Sequential(OrderedDict(max=create_dense_max(kit.padding.mode),
+                                         down=self._with_blur(kit, channels, self._select(kit, channels, None))))
+
+    def shortcut(self, kit, in_chs, out_chs, tie=None):
+        # Untied (no block beside it): a selection of its own on the block input.
+        select = TiedPolyphase(tie, kit.padding.mode) if tie is not None else self._select(kit, in_chs, None)
+        return nn.Sequential(OrderedDict(down=self._with_blur(kit, in_chs, select),
+                                         conv=kit.conv(in_chs, out_chs, 1), norm=kit.norm_layer(out_chs)))
+
+    def residual(self, kit, in_chs, out_chs, kernel_size=3):
+        tie = PolyphaseTie()
+        return self.block(kit, in_chs, out_chs, kernel_size, tie=tie), self.shortcut(kit, in_chs, out_chs, tie=tie)
+
+
+@register_downsample
+@dataclass
+class ApsDownsample(_PolyphaseDownsample):
+    """Adaptive polyphase sampling (Chaman & Dokmanic 2021): the largest-``norm`` component."""
+
+    name: ClassVar[str] = "aps"
+    norm: str = "l2"
+
+    def __post_init__(self):
+        super().__post_init__()
+        choose("downsample.norm", self.norm, POLYPHASE_NORMS)
+
+    def _select(self, kit, channels, tie):
+        return AdaptivePolyphase(self.norm, kit.padding.mode, tie)
+
+
+@register_downsample
+@dataclass
+class LpsDownsample(_PolyphaseDownsample):
+    """Learnable polyphase sampling (Rojas-Gomez et al. 2022): a scorer of ``hidden`` channels (None:
+    the map's own, as the authors' CIFAR models), Gumbel-softmax mixing in training at a temperature
+    annealed from ``tau_start`` to ``tau_end``."""
+
+    name: ClassVar[str] = "lps"
+    hidden: int | None = None
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    anneal: str = "exp"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_temperatures(self.tau_start, self.tau_end, self.anneal)
+        if self.hidden is not None and int(self.hidden) < 1:
+            raise ConfigError(f"downsample.hidden must be >= 1 (got {self.hidden}): the channels of LPS's scorer.")
+
+    def _select(self, kit, channels, tie):
+        hidden = int(self.hidden or channels)
+        scorer = ComponentScorer(kit.conv(channels, hidden, 3, bias=True), kit.conv(hidden, hidden, 3, bias=True))
+        return LearnablePolyphase(scorer, self.tau_start, self.tau_end, self.anneal, kit.padding.mode, tie)
 
 
 def create_downsample(name: str, **kwargs) -> Downsample:

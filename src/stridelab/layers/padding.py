@@ -1,6 +1,9 @@
 """Padding: one vocabulary for every padded operation of a network.
 
-Modes are ``nn.Conv2d``'s ``padding_mode`` values. Amounts follow the valid / same / full
+Modes are ``nn.Conv2d``'s ``padding_mode`` values (zeros, reflect, replicate, circular) plus
+``partial``: partial-convolution-based padding (Liu et al., "Partial Convolution based Padding",
+arXiv:1811.11718, 2018), zero padding whose windows are re-normalised over the taps that fall inside
+the image (:mod:`stridelab.layers.partial`). Amounts follow the valid / same / full
 terminology of Kayhan & van Gemert (CVPR 2020, Fig. 2) for a kernel of size ``k``:
 
 * ``valid``: no padding; the map shrinks by ``k - 1``.
@@ -18,11 +21,13 @@ import torch.nn.functional as F
 
 from stridelab.errors import choose
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+CONV_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  # nn.Conv2d's own
+PADDING_MODES = (*CONV_PADDING_MODES, "partial")
 PADDING_AMOUNTS = ("valid", "same", "full")
 
 # F.pad's names for nn.Conv2d's padding modes.
-F_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+F_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular",
+              "partial": "constant"}  # partial pads zeros; its layers re-normalise over in-image taps
 
 
 def pad_amounts(kernel_size: int, amount: str) -> tuple[int, int]:
@@ -56,16 +61,12 @@ class PaddingSpec:
     def for_kernel(self, kernel_size: int) -> tuple[int, int]:
         return pad_amounts(kernel_size, self.amount)
 
-    @property
-    def label(self) -> str:
-        """Short name for tables: the mode, with the amount when it is not the default."""
-        return self.mode if self.amount == "same" else f"{self.mode}-{self.amount}"
-
 
 class Pad2d(nn.Module):
     """Explicit, possibly asymmetric padding: ``(left, right, top, bottom)`` as in ``F.pad``.
 
-    ``zeros`` pads with ``value`` (0 unless a pool needs ``-inf``).
+    ``zeros`` (and ``partial``, whose layers re-normalise after it) pads with ``value`` (0 unless a
+    pool needs ``-inf``).
     """
 
     def __init__(self, padding: tuple[int, int, int, int], mode: str = "zeros", value: float = 0.0) -> None:
@@ -78,7 +79,7 @@ class Pad2d(nn.Module):
     def forward(self, x):
         if not any(self.padding):
             return x
-        if self.mode == "zeros":
+        if self.mode in ("zeros", "partial"):
             return F.pad(x, self.padding, mode="constant", value=self.value)
         return F.pad(x, self.padding, mode=F_PAD_MODE[self.mode])
 

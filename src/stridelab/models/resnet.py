@@ -7,8 +7,9 @@ ResNet-20 is ``n = 3`` (0.27 M parameters in the paper).
 Deviation from the paper, on purpose: the paper's CIFAR nets use identity shortcuts with stride-2
 subsampling and zero-padded channels ("option A"). Plain subsampling is itself a downsampling
 choice (and an aliasing one), so here the shortcut of a downsampling block is a 1x1 projection
-built by the study's downsampling strategy (stride-2 1x1 conv, pool + 1x1, or blur + 1x1 as in
-Zhang 2019). This adds about 2.9 k parameters to ResNet-20.
+built by the study's downsampling strategy (stride-2 1x1 conv, pool + 1x1, blur + 1x1 as in
+Zhang 2019, or for APS/LPS the main branch's polyphase choice + 1x1 as in Chaman & Dokmanic 2021).
+This adds about 2.9 k parameters to ResNet-20.
 """
 
 from __future__ import annotations
@@ -24,18 +25,18 @@ from stridelab.models.base import ClassifierHead, StagedNet, resolve_parts
 class BasicBlock(nn.Module):
     def __init__(self, kit, ds, in_chs: int, out_chs: int, downsample: bool) -> None:
         super().__init__()
-        self.conv1 = ds.block(kit, in_chs, out_chs, 3) if downsample else kit.conv_block(in_chs, out_chs, 3)
-        self.conv2 = kit.conv_block(out_chs, out_chs, 3, act=False)
-        if downsample:
-            self.shortcut = ds.shortcut(kit, in_chs, out_chs)
-        elif in_chs != out_chs:
-            self.shortcut = nn.Sequential(OrderedDict(conv=kit.conv(in_chs, out_chs, 1), norm=kit.norm_layer(out_chs)))
+        if downsample:  # the strategy may tie the shortcut to conv1's choice (APS, LPS)
+            self.conv1, self.shortcut = ds.residual(kit, in_chs, out_chs, 3)
         else:
-            self.shortcut = nn.Identity()
+            self.conv1 = kit.conv_block(in_chs, out_chs, 3)
+            self.shortcut = nn.Identity() if in_chs == out_chs else nn.Sequential(
+                OrderedDict(conv=kit.conv(in_chs, out_chs, 1), norm=kit.norm_layer(out_chs)))
+        self.conv2 = kit.conv_block(out_chs, out_chs, 3, act=False)
         self.act = kit.act_layer()
 
     def forward(self, x):
-        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+        out = self.conv2(self.conv1(x))  # conv1 first: a tied shortcut reads the grid conv1 chose
+        return self.act(out + self.shortcut(x))
 
 
 class CifarResNet(StagedNet):

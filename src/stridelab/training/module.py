@@ -63,6 +63,7 @@ class Classifier(L.LightningModule):
         self.compile_model, self.channels_last = compile, channels_last
         self.eval_names = list(eval_names or ["test"])
         self._train, self._val, self._test = _Tally(), _Tally(), {}
+        self._annealed, self._total_steps = [], 1
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._forward = self.model
@@ -78,6 +79,15 @@ class Classifier(L.LightningModule):
         return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing, reduction=reduction)
 
     # training ----------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # Layers that follow the training progress (LPS's Gumbel-softmax temperature).
+        self._annealed = [m for m in self.model.modules() if hasattr(m, "set_training_progress")]
+        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        for m in self._annealed:  # a host float into a device buffer: no sync
+            m.set_training_progress(self.trainer.global_step / self._total_steps)
+
     def on_train_epoch_start(self) -> None:
         self._train = _Tally()
 
