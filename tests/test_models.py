@@ -24,8 +24,8 @@ def build(name, downsample, mode="zeros", amount="same", **kw):
 
 def test_registries_cover_the_issue():
     assert set(MODEL_REGISTRY) >= {"simple_cnn", "resnet20", "allcnn_c", "redgreen_net"}
-    assert set(DOWNSAMPLE_REGISTRY) >= {"conv", "maxpool", "avgpool", "blurpool"}
-    assert PADDING_MODES == ("zeros", "reflect", "replicate", "circular")
+    assert set(DOWNSAMPLE_REGISTRY) >= {"conv", "maxpool", "avgpool", "blurpool", "aps", "lps"}
+    assert PADDING_MODES == ("zeros", "reflect", "replicate", "circular", "partial")
 
 
 @pytest.mark.parametrize("model", sorted(MODEL_REGISTRY))
@@ -59,7 +59,8 @@ def _leaf_outputs(net, x):
 @pytest.mark.parametrize("downsample", sorted(DOWNSAMPLE_REGISTRY))
 @pytest.mark.parametrize("mode", PADDING_MODES)
 def test_padding_is_applied_everywhere(model, downsample, mode):
-    """A constant image stays constant through every layer iff the padding is not zeros."""
+    """A constant image stays constant through every layer iff the padding copies image pixels
+    (partial padding re-scales by the in-image taps, which keeps only box filters constant)."""
     net = build(model, downsample, mode).double()
     for m in net.modules():  # eval-mode BN with non-trivial statistics, so it is not the identity
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -73,8 +74,8 @@ def test_padding_is_applied_everywhere(model, downsample, mode):
         return (flat - flat[..., :1]).abs().max() <= 1e-9 * (1 + flat.abs().max())
 
     varying = [n for n, o in outs if not constant(o)]
-    if mode == "zeros":
-        assert varying, "zero padding must make the border differ from the interior"
+    if mode in ("zeros", "partial"):
+        assert varying, f"{mode} padding must make the border differ from the interior"
     else:
         assert not varying, f"{mode} padding should keep constant maps constant, but these vary: {varying}"
 
@@ -92,6 +93,13 @@ def test_geometry_refused_with_layer_name():
     net = build("redgreen_net", "blurpool", "reflect", "valid")
     with pytest.raises(GeometryError, match="cannot process 3x16x16"):
         check_geometry(net, (3, 16, 16))
+
+
+@pytest.mark.parametrize("downsample", ["aps", "lps"])
+def test_polyphase_refuses_a_map_smaller_than_its_stride(downsample):
+    net = build("simple_cnn", downsample, "circular", stages=6)
+    with pytest.raises(GeometryError, match=r"layer 'stages\.stage5\.down\.down' \((Adaptive|Learnable)Polyphase.*1x1"):
+        check_geometry(net, (3, 32, 32))
 
 
 def test_resnet_refuses_non_same_padding():

@@ -117,6 +117,20 @@ def test_study_files_parse_and_every_grid_composes(tmp_path):
         load_study(str(bad))
 
 
+def test_dry_run_composes_and_builds_every_run_of_the_shift_invariance_study():
+    from stridelab.studies.runner import check_grid, grid_runs, load_study
+
+    (grid,) = load_study("shift_invariance").grids
+    runs = grid_runs(grid, [])
+    assert len(runs) == 2 * 5 * 3 * 3
+    assert runs[0][-4:] == ["model=simple_cnn", "downsample=conv", "padding=zeros", "seed=0"]
+    assert runs[-1][-4:] == ["model=resnet20", "downsample=lps", "padding=partial", "seed=2"]
+    # the whole grid takes ~30 s; one seed of one model checks every strategy x padding here
+    assert check_grid(grid, ["model=resnet20", "seed=0"]) == 15
+    with pytest.raises(ConfigError, match=r"run .*downsample=conv padding=zeros: Key 'norm' is not in struct"):
+        check_grid(grid, ["model=resnet20", "seed=0", "downsample.norm=l1"])
+
+
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_launchers_complete_a_two_run_grid(tmp_path, launcher):
     sweep = tmp_path / "sweep"

@@ -24,10 +24,13 @@ import torch
 import torch.nn as nn
 
 from stridelab.layers import BlurPool2d
+from stridelab.layers.polyphase import PolyphaseSelect, TiedPolyphase
 from stridelab.metrics._common import autocast, evaluating
+from stridelab.metrics.spatial import OPAQUE_LAYERS
 
-# Where a map is recorded: each convolution, each pooling/blur layer, and the features before the head.
-PROBED_LAYERS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, BlurPool2d)
+# Where a map is recorded: each convolution, each pooling/blur/polyphase layer, and the features
+# before the head.
+PROBED_LAYERS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, BlurPool2d, PolyphaseSelect, TiedPolyphase)
 
 
 def constant_images(images: torch.Tensor) -> torch.Tensor:
@@ -91,8 +94,8 @@ def border_deviation(model: nn.Module, constants: torch.Tensor, band: int = 1,
     """
     maps: OrderedDict[str, torch.Tensor] = OrderedDict()
     handles = []
-    # A layer inside a BlurPool2d is part of it, not a map of its own.
-    inner = {id(m) for mod in model.modules() if isinstance(mod, BlurPool2d) for m in mod.modules() if m is not mod}
+    # A layer inside a BlurPool2d (or LPS's scorer) is part of it, not a map of the network's own.
+    inner = {id(m) for mod in model.modules() if isinstance(mod, OPAQUE_LAYERS) for m in mod.modules() if m is not mod}
     for name, mod in model.named_modules():
         if isinstance(mod, PROBED_LAYERS) and id(mod) not in inner:
             handles.append(mod.register_forward_hook(

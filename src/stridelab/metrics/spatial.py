@@ -24,6 +24,11 @@ import torch.nn.functional as F
 
 from stridelab.layers import BlurPool2d, Pad2d
 from stridelab.layers.padding import F_PAD_MODE
+from stridelab.layers.partial import PartialConv2d
+from stridelab.layers.polyphase import ComponentScorer, PolyphaseSelect, TiedPolyphase
+
+# Modules whose insides are not steps of the network's data path (a blur's own pad, LPS's scorer).
+OPAQUE_LAYERS = (BlurPool2d, ComponentScorer)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -36,7 +41,7 @@ class SpatialOp:
     :class:`Pad2d`; ``in_shape``/``out_shape`` are (C, H, W) of the unpadded input and the output."""
 
     name: str
-    kind: str  # conv | maxpool | avgpool | blur
+    kind: str  # conv | maxpool | avgpool | blur | polyphase
     kernel: tuple[int, int]
     stride: tuple[int, int]
     dilation: tuple[int, int]
@@ -46,27 +51,40 @@ class SpatialOp:
     out_shape: tuple[int, int, int]
 
 
-def _describe(mod: nn.Module):
-    """(kind, kernel, stride, dilation, symmetric padding, padding mode) of a windowed module."""
+def _describe(mod: nn.Module, in_hw: tuple[int, int]):
+    """(kind, kernel, stride, dilation, padding (left, right, top, bottom), padding mode) of a windowed
+    module with an input of ``in_hw`` (H, W), or None.
+
+    A polyphase selection (APS/LPS) is described by the 2x2 window it chooses from: which of its pixels
+    is kept depends on the input, each can be."""
     if isinstance(mod, BlurPool2d):
         k = mod.filter_size
-        return "blur", (k, k), _pair(mod.stride), (1, 1), (0, 0), mod.pad.mode
+        return "blur", (k, k), _pair(mod.stride), (1, 1), mod.pad.padding, mod.pad.mode
+    if isinstance(mod, (PolyphaseSelect, TiedPolyphase)):
+        h, w = in_hw
+        return "polyphase", (2, 2), (2, 2), (1, 1), (0, w % 2, 0, h % 2), mod.pad_mode
+    if isinstance(mod, PartialConv2d):
+        return "conv", _pair(mod.kernel_size), _pair(mod.stride), _pair(mod.dilation), mod.pad, "partial"
     if isinstance(mod, nn.Conv2d):
         if isinstance(mod.padding, str):  # 'same'/'valid': PyTorch pads stride-1 convs only
             pad = (0, 0) if mod.padding == "valid" else tuple((d * (k - 1)) // 2 for d, k in zip(mod.dilation, mod.kernel_size))
         else:
             pad = _pair(mod.padding)
-        return "conv", _pair(mod.kernel_size), _pair(mod.stride), _pair(mod.dilation), pad, mod.padding_mode
+        return ("conv", _pair(mod.kernel_size), _pair(mod.stride), _pair(mod.dilation), (pad[1], pad[1], pad[0], pad[0]),
+                mod.padding_mode)
     if isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
         kind = "maxpool" if isinstance(mod, nn.MaxPool2d) else "avgpool"
         dil = _pair(getattr(mod, "dilation", 1))
-        return kind, _pair(mod.kernel_size), _pair(mod.stride or mod.kernel_size), dil, _pair(mod.padding), "zeros"
+        ph, pw = _pair(mod.padding)
+        partial = kind == "avgpool" and any((ph, pw)) and not mod.count_include_pad
+        return kind, _pair(mod.kernel_size), _pair(mod.stride or mod.kernel_size), dil, (pw, pw, ph, ph), (
+            "partial" if partial else "zeros")
     return None
 
 
 def spatial_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[SpatialOp]:
     """Windowed operations of ``model`` in forward order for one (C, H, W) input (eval mode, zeros)."""
-    inner = {id(m) for mod in model.modules() if isinstance(mod, BlurPool2d) for m in mod.modules() if m is not mod}
+    inner = {id(m) for mod in model.modules() if isinstance(mod, OPAQUE_LAYERS) for m in mod.modules() if m is not mod}
     ops: list[SpatialOp] = []
     pending: dict = {}
     handles = []
@@ -76,14 +94,12 @@ def spatial_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Spa
 
     def on_op(name):
         def hook(mod, args, out):
-            kind, k, s, d, (ph, pw), mode = _describe(mod)
             x_shape = tuple(args[0].shape[1:])
-            pad, in_shape = (pw, pw, ph, ph), x_shape
+            kind, k, s, d, pad, mode = _describe(mod, x_shape[1:])
+            in_shape = x_shape
             if pending and pending["out_shape"] == x_shape and kind != "blur":
                 pad = tuple(p + q for p, q in zip(pending["pad"], pad))
                 in_shape, mode = pending["in_shape"], pending["mode"] if any(pending["pad"]) else mode
-            if kind == "blur":
-                pad = mod.pad.padding
             pending.clear()
             ops.append(SpatialOp(name, kind, k, s, d, tuple(int(p) for p in pad), mode, in_shape, tuple(out.shape[1:])))
         return hook
@@ -93,7 +109,7 @@ def spatial_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Spa
             continue
         if isinstance(mod, Pad2d):
             handles.append(mod.register_forward_hook(on_pad))
-        elif _describe(mod) is not None:
+        elif _describe(mod, (0, 0)) is not None:
             handles.append(mod.register_forward_hook(on_op(name)))
     was_training = model.training
     model.eval()

@@ -88,6 +88,55 @@ def grid_argv(grid: Grid, sweep_dir: Path, extra: list[str], resume_dir: Path | 
             "hydra.callbacks.aggregate.enabled=false"]
 
 
+def grid_runs(grid: Grid, extra: list[str]) -> list[list[str]]:
+    """Every run of a grid as its list of overrides (the sweep expanded as Hydra's basic sweeper does)."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    argv = grid_argv(grid, Path("."), extra)
+    swept = [a for a in argv[1:] if not a.startswith(("hydra.", "resume_dir="))]
+    parsed = OverridesParser.create().parse_overrides(swept)
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    return [list(combo) for combo in itertools.product(*choices)]
+
+
+def check_grid(grid: Grid, extra: list[str]) -> int:
+    """Compose every run of ``grid`` with Hydra and build its strategy, padding and model on the data's
+    input size (no data read, nothing trained): a dry run catches a bad option or an impossible
+    geometry in run 97 before run 1 starts. Raises the first problem, naming the run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import get_class, instantiate
+
+    from stridelab.config import register_resolvers
+    from stridelab.errors import StridelabError
+    from stridelab.models import check_geometry
+
+    register_resolvers()
+    runs = grid_runs(grid, extra)
+    built = set()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for overrides in runs:
+            try:
+                cfg = compose(config_name="train", overrides=overrides)
+                key = OmegaConf.to_yaml({k: cfg[k] for k in ("data", "model", "downsample", "padding")})
+                if key in built:  # the same network as a run already checked (e.g. another seed)
+                    continue
+                built.add(key)
+                data = get_class(cfg.data._target_)
+                model = instantiate(cfg.model, _partial_=True)(
+                    num_classes=len(data.classes), in_chans=data.in_chans,
+                    downsample=instantiate(cfg.downsample), padding=instantiate(cfg.padding))
+                check_geometry(model, (data.in_chans, data.image_size, data.image_size))
+            except Exception as err:
+                while err.__cause__ is not None and not isinstance(err, StridelabError):
+                    err = err.__cause__
+                raise ConfigError(f"grid '{grid.name}', run {' '.join(overrides)}: {' '.join(str(err).split())}. "
+                                  "Fix the study file or the overrides given on the command line.") from None
+    return len(runs)
+
+
 def study_root(name: str) -> Path:
     root = Path(os.environ.get("STRIDELAB_ROOT") or os.getcwd())
     return root / "logs" / "studies" / name
@@ -103,6 +152,8 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
         print(f"stridelab: grid '{grid.name}' -> {root / grid.name}\n  python -m stridelab.train "
               + " ".join(argv[:-4]))
         if dry_run:
+            n = check_grid(grid, list(extra))
+            print(f"  {n} runs composed; each one's model built and its geometry checked")
             continue
         _run_hydra(argv)
     if dry_run:
