@@ -29,7 +29,8 @@ def test_every_run_carries_the_suite(smoke_run):
     numeric = ["shift/circular_consistency", "shift/circular_logit_change", "crop/consistency", "crop/acc_at_+0",
                "crop/stability_range", "border/deviation", "border/features", "audit/uneven_layers",
                "coverage/interior_ratio", "coverage/border_ratio", "cost/flops_per_image", "cost/params",
-               "cost/train_images_per_s", "cost/infer_images_per_s", "time/measure_s"]
+               "probe/spc", "probe/mae", "probe/spc_h", "probe/mae_v", "cost/train_images_per_s",
+               "cost/infer_images_per_s", "time/measure_s"]
     for key in numeric:
         assert isinstance(metrics[key], (int, float)), key
     assert 0 <= metrics["shift/circular_consistency"] <= 1 and metrics["cost/train_images_per_s"] > 0
@@ -39,6 +40,7 @@ def test_every_run_carries_the_suite(smoke_run):
     assert metrics["cost/train_from"] == "fit" and metrics["cost/train_timed_steps"] == 6
     assert sorted(k for k in metrics if k.startswith("crop/acc_at_")) == sorted(f"crop/acc_at_{d:+d}" for d in range(-4, 5))
     assert any(k.startswith("border/layer_00.") for k in metrics)
+    assert {"probe/layer_stage0.spc", "probe/layer_stage2.mae"} <= set(metrics), "the probe reads every stage"
     assert not any(k.startswith("position/") for k in metrics), "no position gap without a dissimilar set"
     assert "cost/mfu" not in metrics and "cost/peak_memory_mib" not in metrics  # CPU: no device peak
     on_disk = json.loads((run_dir / "metrics.json").read_text())
@@ -62,6 +64,11 @@ def test_tensorboard_gets_scalars_images_and_real_hparams(smoke_run):
     session = next(h.session_start_info for h in hp if h.HasField("session_start_info"))
     assert session.hparams["downsample"].string_value == "maxpool"
     assert "border/deviation" in acc.Tags()["scalars"]
+    experiment = next(h.experiment for h in hp if h.HasField("experiment"))
+    hp_metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"border/deviation", "probe/spc", "probe/mae"} <= hp_metrics
+    assert not any(t.startswith(("border/layer_", "probe/layer_")) for t in hp_metrics), "per-layer: scalars only"
+    assert "probe/layer_stage0.spc" in acc.Tags()["scalars"]
 
 
 def test_docs_name_every_key_the_suite_writes(smoke_run):
@@ -70,11 +77,11 @@ def test_docs_name_every_key_the_suite_writes(smoke_run):
     documented = set(re.findall(r"`([a-z_]+/[a-z_]+[^`]*)`", text))
     patterns = [re.compile("^" + re.escape(d).replace(r"\{d\}", r"[+-]\d+").replace(r"\{i\}", r"\d\d")
                            .replace(r"\{layer\}", r".+") + "$") for d in documented]
-    groups = ("shift", "crop", "border", "audit", "coverage", "position", "cost", "metrics", "time")
+    groups = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "cost", "metrics", "time")
     for key in metrics:
         if key.split("/")[0] in groups:
             assert any(p.match(key) for p in patterns), f"{key} is not documented in docs/metrics.md"
-    for key in ("position/gap", "cost/mfu", "cost/peak_memory_mib", "cost/peak_flops_source"):
+    for key in ("position/gap", "probe/spc", "probe/mae", "cost/mfu", "cost/peak_memory_mib", "cost/peak_flops_source"):
         assert f"`{key}`" in text
 
 
@@ -88,7 +95,7 @@ def test_evaluate_reproduces_the_runs_figures(smoke_run, capsys):
     after = json.loads((run_dir / "metrics.json").read_text())
     # Same weights, same subset, same shifts: the same figures; training figures untouched.
     for key in ("shift/circular_consistency", "shift/circular_logit_change", "crop/consistency", "border/deviation",
-                "coverage/interior_ratio", "test/acc", "cost/train_images_per_s"):
+                "coverage/interior_ratio", "probe/spc", "probe/mae", "test/acc", "cost/train_images_per_s"):
         assert after[key] == pytest.approx(before[key], rel=1e-5), key
     assert after["evaluate/device"] == "cpu" and "merged into" in out
     assert list((run_dir / "tensorboard" / "evaluate").glob("events.out.tfevents*"))

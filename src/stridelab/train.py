@@ -325,11 +325,11 @@ def _build(instantiate, node, **kwargs):
 
 # The suite's headline figures, printed after a run (all of them: metrics.json, docs/metrics.md).
 SUMMARY_KEYS = ("shift/circular_consistency", "crop/consistency", "border/deviation", "position/gap",
-                "cost/train_images_per_s")
+                "probe/spc", "cost/train_images_per_s")
 
 # Metric groups that go into TensorBoard's HPARAMS tab as final figures.
 HPARAM_METRIC_GROUPS = ("test", "test_dissimilar", "val", "train", "shift", "crop", "border", "audit",
-                        "coverage", "position", "cost")
+                        "coverage", "position", "probe", "cost")
 
 
 def _log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
@@ -341,7 +341,7 @@ def _log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
     # Per-layer and per-shift figures stay scalars: they differ between models and would crowd the table.
     finals = {k: v for k, v in metrics.items() if "/" in k and isinstance(v, (int, float))
               and not isinstance(v, bool) and k.split("/")[0] in HPARAM_METRIC_GROUPS
-              and not k.startswith(("border/layer_", "crop/acc_at_"))}
+              and not k.startswith(("border/layer_", "probe/layer_", "crop/acc_at_"))}
     for lg in loggers:
         if isinstance(lg, TensorBoardLogger):
             if measurement is not None:

@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
-from stridelab.metrics import border, cost, position, shift, spatial
+from stridelab.metrics import border, cost, position, probe, shift, spatial
 from stridelab.metrics._common import autocast_dtype, full_precision, logits_of
 
-METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "cost")
+METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "cost")
 # Key prefixes the suite writes (a new measurement replaces all of them).
 SUITE_PREFIXES = (*METRIC_GROUPS, "metrics")
 
@@ -97,6 +97,7 @@ class MeasurementSuite:
     warmup_steps: int = 5
     timing_seconds: float = 0.5
     inference_batch: int = 256
+    probe_ridge: float = 1e-3
     skip: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -112,6 +113,13 @@ class MeasurementSuite:
         if min(self.max_shift, self.crop_padding, self.warmup_steps, self.timing_seconds) < 0:
             raise ConfigError("metrics.max_shift, crop_padding, warmup_steps and timing_seconds must be >= 0 (got "
                               f"{self.max_shift}, {self.crop_padding}, {self.warmup_steps}, {self.timing_seconds}).")
+        if not float(self.probe_ridge) >= 0 or not np.isfinite(float(self.probe_ridge)):
+            raise ConfigError(f"metrics.probe_ridge must be a finite number >= 0 (got {self.probe_ridge}); the "
+                              "default is 1e-3.")
+        if "probe" not in self.skip and self.subset_size is not None and 0 < int(self.subset_size) < 2:
+            raise ConfigError(f"metrics.subset_size={self.subset_size} is too small for the position probe, which "
+                              "fits on half of the images and scores on the other half: use subset_size >= 2, or "
+                              "metrics.skip=[probe].")
 
     def subset_indices(self, n: int) -> np.ndarray:
         """The fixed subset: the first ``subset_size`` of a ``subset_seed`` permutation, sorted."""
@@ -145,8 +153,16 @@ class MeasurementSuite:
         bs = self.batch_size
 
         with full_precision():  # image metrics in fp32; cost below at the run's precision
-            # The unshifted logits: shift's reference and the stability curve's zero shift, computed once.
-            base = logits_of(model, x, bs) if {"shift", "crop"} & set(run) else None
+            # The unshifted logits: shift's reference and the stability curve's zero shift, computed once
+            # (by the position probe's pass when it runs: it forwards the same batches).
+            needs_base = bool({"shift", "crop"} & set(run))
+            base = None
+            if "probe" in run and isinstance(getattr(model, "stages", None), nn.Module):
+                r = probe.position_probe(model, x, ridge=self.probe_ridge, batch_size=bs, keep_outputs=needs_base)
+                out.update(_probe_keys(r, self.probe_ridge))
+                base = r.outputs
+            if needs_base and base is None:
+                base = logits_of(model, x, bs)
             if "shift" in run:
                 r = shift.circular_shift_consistency(model, x, self.max_shift, seed=self.subset_seed,
                                                      batch_size=bs, base_logits=base)
@@ -219,6 +235,16 @@ class MeasurementSuite:
             out.update({"cost/achieved_flops": achieved, "cost/peak_flops": peak[0], "cost/mfu": achieved / peak[0],
                         "cost/peak_flops_source": peak[1]})
         return out
+
+
+def _probe_keys(r: probe.ProbeResult, ridge: float) -> dict:
+    """The probe's keys: the features' six figures, ``spc`` and ``mae`` per stage; NaN ones left out."""
+    out = {f"probe/{k}": v for k, v in r.features.figures().items()}
+    for name, layer in r.layers.items():
+        out.update({f"probe/layer_{name}.spc": layer.spc, f"probe/layer_{name}.mae": layer.mae})
+    out = {k: v for k, v in out.items() if np.isfinite(v)}
+    out["probe/ridge"] = float(ridge)
+    return out
 
 
 def _batch_of(t: torch.Tensor, n: int) -> torch.Tensor:

@@ -39,6 +39,7 @@ HEADLINE = (("test/acc", "test acc"), ("shift/circular_consistency", "circular c
             ("shift/circular_logit_change", "logit change"), ("crop/consistency", "crop consistency"),
             ("border/deviation", "border deviation"), ("coverage/interior_ratio", "coverage ratio"),
             ("position/gap", "position gap"), ("position/dissimilar_acc", "dissimilar acc"),
+            ("probe/spc", "position SPC"),
             ("cost/train_images_per_s", "train img/s"), ("cost/flops_per_image", "FLOPs/img"))
 
 
