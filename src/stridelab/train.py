@@ -143,7 +143,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
         results.write()
         measurement = None
         if suite is not None:
-            log.info("measuring (shift, crop, border, padding audit, coverage, position, cost) ...")
+            log.info("measuring (shift, crop, border, padding audit, coverage, position, probe, cost) ...")
             t_measure = time.perf_counter()
             measurement = suite.measure(model, datamodule, device=trainer.strategy.root_device,
                                         precision=str(trainer.precision), fit_window=parts.timer.window,
