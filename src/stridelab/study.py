@@ -1,10 +1,11 @@
 """Run a study: ``python -m stridelab.study NAME [overrides ...] [--out DIR] [--dry-run]``.
 
-NAME is a file in experiments/ (``demo``, ``padding_x_downsampling``, ``kayhan_redgreen``,
-``allcnn_springenberg``) or a path to a study file. Overrides apply to every grid of the study
+NAME is a file in experiments/ (``demo``, ``padding_x_downsampling``, ``shift_invariance``,
+``kayhan_redgreen``, ``allcnn_springenberg``) or a path to a study file. Overrides apply to every grid of the study
 (e.g. ``trainer=gpu``, ``launcher=joblib``, ``seed=0`` to run one seed of a swept key). Finished
 runs are skipped, so running a study again only does what is missing or failed; the study's tables
-and plots are in logs/studies/NAME/ (or --out).
+and plots are in logs/studies/NAME/ (or --out). ``--dry-run`` prints each grid's command and
+composes every run, building its model on the data's input size, without training.
 """
 
 from __future__ import annotations
