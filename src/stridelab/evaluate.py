@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nstridelab: error: {err}\n", file=sys.stderr)
         return 2
     keys = ("shift/circular_consistency", "shift/circular_logit_change", "crop/consistency", "border/deviation",
-            "audit/uneven_layers", "coverage/interior_ratio", "position/gap", "cost/infer_images_per_s")
+            "audit/uneven_layers", "coverage/interior_ratio", "position/gap", "probe/spc", "cost/infer_images_per_s")
     print("stridelab: " + "  ".join(f"{k}={data[k]:.4g}" for k in keys if isinstance(data.get(k), (int, float))))
     print(f"stridelab: measurements merged into {Path(data.get('run_dir', '.')) / 'metrics.json'}")
     return 0
