@@ -13,7 +13,8 @@ import torch
 from conftest import compose, run_cli
 
 from stridelab.errors import ConfigError
-from stridelab.train import config_hash, run
+from stridelab.config import config_hash
+from stridelab.train import run
 from stridelab.training.results import RunResults
 
 QUICK = ["trainer=cpu", "data=shapes10", "data.train_size=1500", "data.val_size=200", "data.test_size=500",
@@ -142,7 +143,7 @@ def test_step_loss_is_logged_exactly_when_lightning_writes_step_metrics(tmp_path
 
     import lightning as L
 
-    from stridelab.train import build_run
+    from stridelab.build import build_run
 
     class Agree(L.Callback):
         seen: list = []

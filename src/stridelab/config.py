@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import uuid
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 # Configs live at the repository root (lightning-hydra-template layout); override with STRIDELAB_CONFIG_DIR.
 CONFIG_DIR = Path(os.environ.get("STRIDELAB_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
@@ -17,6 +19,18 @@ CONFIG_DIR = Path(os.environ.get("STRIDELAB_CONFIG_DIR", Path(__file__).resolve(
 # suite's knobs are among them: stridelab.evaluate re-measures without retraining.
 NON_IDENTITY_KEYS = ("paths", "hydra", "trainer.default_root_dir", "logger", "callbacks", "metrics", "resume",
                      "resume_dir", "save_weights")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A stable id of what a run trains (resolved config minus :data:`NON_IDENTITY_KEYS`): equal
+    configs, equal hash. Resume matches finished runs by it."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in NON_IDENTITY_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        node = plain.get(parent, {}) if parent else plain
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def fast_precision() -> str:
@@ -38,8 +52,6 @@ def job_dirname(override_dirname: str, limit: int = 120) -> str:
     """A multirun job's folder: its overrides (``downsample=conv,seed=0``), so another sweep into the
     same folder never reuses a finished run's folder (job numbers would). Long names are cut and
     made unique with a hash of the whole."""
-    import hashlib
-
     name = (override_dirname or "run").replace("/", "_")
     if len(name) <= limit:
         return name

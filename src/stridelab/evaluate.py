@@ -59,10 +59,9 @@ def _locate(ckpt: str) -> tuple[Path, Path]:
 def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_overrides: list[str] = ()) -> dict:
     """Rebuild, load and measure; returns the updated metrics of the run."""
     import torch
-    from hydra.utils import instantiate
 
     from stridelab.metrics.suite import SUITE_PREFIXES
-    from stridelab.train import _build, _check_data_on_disk, build_data_and_model
+    from stridelab.build import build_data_and_model, check_data_on_disk, instantiate_checked
     from stridelab.training.results import RunResults, read_metrics
 
     weights, run_dir = _locate(ckpt)
@@ -72,9 +71,9 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
     cfg.metrics = OmegaConf.merge(base, cfg.get("metrics") or {}, OmegaConf.from_dotlist(list(metric_overrides)).get("metrics", {}))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    _check_data_on_disk(cfg.data)
+    check_data_on_disk(cfg.data)
     datamodule, model = build_data_and_model(cfg)
-    suite = _build(instantiate, cfg.metrics)
+    suite = instantiate_checked(cfg.metrics)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

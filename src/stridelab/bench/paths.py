@@ -3,7 +3,7 @@
 * ``bare``: a plain PyTorch loop on one fixed batch already on the device; the model-only ceiling.
   Its steps run inside the stridelab fit, alternating in blocks with the fit's own steps
   (:class:`_PairedWindows`), so both are timed on the same stretch of the host's time.
-* ``stridelab``: the real thing: :func:`stridelab.train.build_run` builds data module, model,
+* ``stridelab``: the real thing: :func:`stridelab.build.build_run` builds data module, model,
   LightningModule, callbacks, logger and Trainer from the run's config, and ``trainer.fit`` trains.
 * ``torchvision``: the common baseline: torchvision's ``CIFAR10`` dataset class (its PIL-image
   ``__getitem__``) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor`` and
@@ -178,7 +178,7 @@ def stridelab_path(cfg, steps: int, warmup: int, bare=None, block: int = 5) -> t
     """
     from omegaconf import open_dict
 
-    from stridelab.train import build_run
+    from stridelab.build import build_run
 
     if warmup < 1:
         raise ValueError("the paired timing needs at least one warm-up step")

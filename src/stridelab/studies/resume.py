@@ -1,7 +1,7 @@
 """Resuming: a run whose resolved config already finished under a folder is not trained again.
 
 Runs are matched by ``config_hash`` (the resolved config without paths, logging and metric knobs,
-see ``stridelab.train.config_hash``), never by folder name, so a renamed folder or a re-numbered
+see ``stridelab.config.config_hash``), never by folder name, so a renamed folder or a re-numbered
 job still counts; a run that failed or never finished is redone.
 """
 
