@@ -269,7 +269,7 @@ def test_device_peak_flops_says_which_peak(monkeypatch, name, precision, peak):
                                                 ("lps", "partial")])
 def test_inference_copy_folds_batchnorm_and_computes_the_same_function(downsample, padding):
     from stridelab.layers import PaddingSpec, create_downsample
-    from stridelab.metrics._common import inference_copy
+    from stridelab.metrics.inference import inference_copy
     from stridelab.models import create_model
 
     torch.manual_seed(0)

@@ -195,7 +195,7 @@ def test_batches_do_not_change_the_figures():
 
 
 def test_kept_outputs_are_the_logits_of_the_same_batches():
-    from stridelab.metrics._common import logits_of
+    from stridelab.metrics.inference import logits_of
 
     net, x = _ConvStages("zeros"), _images(37, 12, dtype=torch.float32)
     for bs in (5, 18, 500):

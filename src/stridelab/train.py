@@ -22,7 +22,8 @@ from stridelab.build import build_run, check_data_on_disk, unwrap_error, variant
 from stridelab.config import CONFIG_DIR, config_hash, register_resolvers
 from stridelab.errors import StridelabError
 from stridelab.training.ddp import ddp_environment, end_distributed, is_rank_zero, workers_join_this_job
-from stridelab.training.results import RunResults, atomic_write_text
+from stridelab.files import atomic_write_text
+from stridelab.training.results import RunResults, find_finished
 
 register_resolvers()
 log = logging.getLogger("stridelab")
@@ -132,8 +133,6 @@ def main(cfg: DictConfig):
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun and cfg.get("resume", True):
-        from stridelab.studies.resume import find_finished
-
         done = find_finished(cfg.get("resume_dir") or HydraConfig.get().sweep.dir, config_hash(cfg))
         if done is not None:
             print(f"stridelab: skipped, this config already finished in {done}")

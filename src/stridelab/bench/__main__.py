@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from stridelab.errors import StridelabError
+from stridelab.files import atomic_write_text
+
 
 def parse(argv: list[str] | None = None):
     from stridelab.bench.benchmark import PRESETS, BenchOptions, default_out, quick_options
@@ -60,8 +63,6 @@ def parse(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> int:
     from stridelab.bench.benchmark import as_json_ready, run_benchmark
     from stridelab.bench.report import table
-    from stridelab.errors import StridelabError
-    from stridelab.training.results import atomic_write_text
 
     opts, out = parse(argv)
     try:

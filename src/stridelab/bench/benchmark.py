@@ -15,6 +15,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from stridelab.config import CONFIG_DIR, register_resolvers, resolve_precision
+from stridelab.errors import ConfigError
+
 # Overrides of the train config per preset; the data are always the generated CIFAR-10 stand-in.
 PRESETS = {
     # A small CNN (the default simple_cnn at width 8): steps of ~150 ms at batch 256 on 2 cores, where
@@ -60,7 +63,6 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from stridelab.config import CONFIG_DIR, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -117,21 +119,16 @@ def run_benchmark(opts: BenchOptions) -> dict:
 
     from stridelab.bench import paths
     from stridelab.bench.runs import run_cost
-    from stridelab.config import resolve_precision
     from stridelab.data import cifar10
     from stridelab.metrics import cost
-    from stridelab.metrics._common import autocast_dtype
+    from stridelab.metrics.inference import autocast_dtype
     from stridelab.build import build_data_and_model
     from stridelab.training.sharing import available_cores, take_share
 
     preset = opts.preset if opts.preset != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
     if preset not in PRESETS:
-        from stridelab.errors import ConfigError
-
         raise ConfigError(f"unknown bench preset {preset!r}: choose one of {', '.join(PRESETS)} (or auto).")
     if preset != "cpu" and not torch.cuda.is_available():
-        from stridelab.errors import ConfigError
-
         raise ConfigError(f"--preset {preset} needs a CUDA GPU and this machine has none; use --preset cpu.")
     workers = opts.workers if opts.workers is not None else sorted({0, available_cores()})
     take_share("cpu" if preset == "cpu" else "gpu")

@@ -10,7 +10,7 @@
   ``Normalize`` in a ``DataLoader``.
 
 Each path runs ``warmup`` untimed steps, then ``steps`` timed ones; the device is synchronised at
-the ends of the timed window only (:class:`stridelab.metrics.cost.ThroughputWindow`). The first
+the ends of the timed window only (:class:`stridelab.training.timing.ThroughputWindow`). The first
 step is timed on its own: with ``module.compile=true`` it is the compile time.
 """
 
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from stridelab.metrics._common import synchronize
-from stridelab.metrics.cost import ThroughputWindow, training_step
+from stridelab.metrics.cost import training_step
+from stridelab.training.timing import ThroughputWindow, synchronize
 
 
 @dataclass
@@ -230,7 +230,7 @@ def torchvision_loader(model: nn.Module, optimizer, dataset, batch_size: int, wo
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
-    from stridelab.metrics._common import autocast
+    from stridelab.metrics.inference import autocast
 
     t0 = time.perf_counter()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,

@@ -15,7 +15,7 @@ import time
 
 import lightning as L
 
-from stridelab.metrics._common import synchronize
+from stridelab.training.timing import synchronize
 
 
 class StepClock(L.Callback):

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from stridelab.layers import BlurPool2d
 from stridelab.layers.polyphase import PolyphaseSelect, TiedPolyphase
-from stridelab.metrics._common import autocast, evaluating
+from stridelab.metrics.inference import autocast, evaluating
 from stridelab.metrics.spatial import OPAQUE_LAYERS
 
 # Where a map is recorded: each convolution, each pooling/blur/polyphase layer, and the features

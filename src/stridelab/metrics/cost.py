@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stridelab.metrics._common import autocast, evaluating, synchronize
+from stridelab.metrics.inference import autocast, evaluating
+from stridelab.training.timing import ThroughputWindow, synchronize
 
 # Dense (no sparsity) peak FLOP/s from NVIDIA's data sheets: (bf16/fp16 tensor core, tf32, fp32).
 PEAK_FLOPS = {
@@ -53,40 +54,6 @@ def count_flops(model: nn.Module, input_shape: tuple[int, int, int], train: bool
         with evaluating(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
     return counter.get_total_flops() / batch
-
-
-class ThroughputWindow:
-    """Accumulates timed windows: :meth:`open` and :meth:`close` synchronise the device once each."""
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
-        self.seconds = 0.0
-        self.images = 0
-        self.steps = 0
-        self._t0: float | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._t0 is not None
-
-    def open(self) -> None:
-        synchronize(self.device)
-        self._t0 = time.perf_counter()
-
-    def count(self, images: int) -> None:
-        self.images += int(images)
-        self.steps += 1
-
-    def close(self) -> None:
-        if self._t0 is None:
-            return
-        synchronize(self.device)
-        self.seconds += time.perf_counter() - self._t0
-        self._t0 = None
-
-    @property
-    def images_per_s(self) -> float | None:
-        return self.images / self.seconds if self.seconds > 0 and self.images else None
 
 
 def _timed(step, images_per_step: int, device: torch.device, steps: int, warmup: int,

@@ -68,7 +68,7 @@ import torch
 import torch.nn as nn
 
 from stridelab.errors import ConfigError
-from stridelab.metrics._common import evaluating, full_precision
+from stridelab.metrics.inference import evaluating, full_precision
 
 # Most float64 values one chunk of a batch is converted to at once (32 MiB).
 _CHUNK_ELEMENTS = 1 << 22
@@ -260,7 +260,7 @@ def position_probe(model: nn.Module, images: torch.Tensor, ridge: float = 1e-3, 
     probed. The model runs in eval mode, without gradients, in float32 with TF32 off (or float64 for
     float64 images); each image goes through it once, in batches of ``batch_size`` from the first.
     ``keep_outputs``: also return the model's outputs for ``images`` (``result.outputs``), equal to
-    :func:`stridelab.metrics._common.logits_of` with the same batch size, so a caller that needs them
+    :func:`stridelab.metrics.inference.logits_of` with the same batch size, so a caller that needs them
     anyway (the suite: the shift metrics' reference logits) saves a forward pass.
     """
     n = len(images)

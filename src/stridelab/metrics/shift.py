@@ -17,14 +17,13 @@ import torch
 import torch.nn as nn
 
 from stridelab.data.augment import crop_images, pad_images
-from stridelab.metrics._common import logits_of
+from stridelab.errors import ConfigError
+from stridelab.metrics.inference import logits_of
 
 
 def shift_values(max_shift: int, step: int = 1) -> torch.Tensor:
     """The shifts drawn from: multiples of ``step`` in ``{-max_shift..max_shift}``."""
     if max_shift < 0 or step < 1:
-        from stridelab.errors import ConfigError
-
         raise ConfigError(f"shift range needs max_shift >= 0 and step >= 1 (got {max_shift}, {step}); "
                           "set metrics.max_shift to a non-negative number of pixels.")
     return torch.arange(-(max_shift // step) * step, max_shift + 1, step)

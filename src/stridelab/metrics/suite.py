@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
+from stridelab.files import atomic_write_bytes, atomic_write_text
 from stridelab.metrics import border, cost, position, probe, shift, spatial
-from stridelab.metrics._common import autocast_dtype, full_precision, inference_copy, logits_of
+from stridelab.metrics.inference import autocast_dtype, full_precision, inference_copy, logits_of
 
 METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "cost")
 # Key prefixes the suite writes (a new measurement replaces all of them).
@@ -54,8 +55,6 @@ class Measurement:
 
     def save(self, run_dir: str | Path) -> list[Path]:
         """Write ``plots/*.png`` and ``padding_audit.md`` into ``run_dir`` (each file atomically)."""
-        from stridelab.training.results import atomic_write_bytes, atomic_write_text
-
         run_dir = Path(run_dir)
         written = []
         if self.audit_md:

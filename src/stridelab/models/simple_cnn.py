@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 import torch.nn as nn
 
+from stridelab.errors import ConfigError
 from stridelab.models.base import ClassifierHead, StagedNet, resolve_parts
 
 
@@ -25,8 +26,6 @@ class SimpleCNN(StagedNet):
         ds, kit = resolve_parts(downsample, padding, norm, act)
         widths = list(widths) if widths else [int(round(width * width_mult**i)) for i in range(stages)]
         if not -depth <= down_after < depth:
-            from stridelab.errors import ConfigError
-
             raise ConfigError(f"model.down_after={down_after} names no conv of a {depth}-conv stage: use "
                               f"0..{depth - 1} (or -1, the last).")
         down_after %= depth

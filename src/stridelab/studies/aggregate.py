@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stridelab.config import NON_IDENTITY_KEYS
+from stridelab.errors import DataError
+from stridelab.files import atomic_write_bytes, atomic_write_text
+from stridelab.studies.labels import CONFIG_PREFIX, label
 from stridelab.studies.stats import describe
-from stridelab.training.results import METRICS_FILE, atomic_write_bytes, atomic_write_text
+from stridelab.training.results import METRICS_FILE
 
 # metrics.json fields that name the variant (the first columns of every table).
 VARIANT_FIELDS = ("model", "downsample", "padding", "padding_amount", "data", "experiment")
@@ -121,7 +124,7 @@ def variant_columns(runs: list[Run]) -> tuple[list[str], dict]:
     configs = [r.config for r in runs if r.config]
     keys = sorted({k for c in configs for k in c if not _ignored(k) and not k.endswith("_target_")})
     for k in keys:
-        fields[f"cfg:{k}"] = [r.config.get(k) for r in runs if r.config]
+        fields[f"{CONFIG_PREFIX}{k}"] = [r.config.get(k) for r in runs if r.config]
     def dump(v):
         return json.dumps(v, sort_keys=True, default=str)
 
@@ -130,14 +133,14 @@ def variant_columns(runs: list[Run]) -> tuple[list[str], dict]:
         if len({dump(v) for v in values}) > 1:
             varying.append(k)
         elif values and values[0] is not None:
-            constant[k.removeprefix("cfg:")] = values[0]
+            constant[label(k)] = values[0]
     # A config key that only follows the named fields (downsample.filter_size exists for blurpool
     # alone) adds no variant of its own.
-    named = [c for c in varying if not c.startswith("cfg:")]
+    named = [c for c in varying if not c.startswith(CONFIG_PREFIX)]
     groups: dict = {}
     for r in (r for r in runs if r.config):
         groups.setdefault(tuple(dump(r.metrics.get(c)) for c in named), []).append(r)
-    varying = named + [c for c in varying if c.startswith("cfg:") and any(
+    varying = named + [c for c in varying if c.startswith(CONFIG_PREFIX) and any(
         len({dump(r.config.get(c[4:])) for r in g}) > 1 for g in groups.values())]
     # The preset's name adds nothing when it pairs one-to-one with another column (data=redgreen
     # <-> experiment=redgreen): leave it out of the tables.
@@ -150,11 +153,7 @@ def variant_columns(runs: list[Run]) -> tuple[list[str], dict]:
 
 
 def _value(run: Run, column: str):
-    return run.config.get(column[4:]) if column.startswith("cfg:") else run.metrics.get(column)
-
-
-def _label(column: str) -> str:
-    return column.removeprefix("cfg:")
+    return run.config.get(label(column)) if column.startswith(CONFIG_PREFIX) else run.metrics.get(column)
 
 
 @dataclass
@@ -172,7 +171,7 @@ class Study:
     def summary_rows(self) -> list[dict]:
         rows = []
         for key, runs in self.variants.items():
-            row = {_label(c): v for c, v in zip(self.variant_cols, key)}
+            row = {label(c): v for c, v in zip(self.variant_cols, key)}
             row["n_seeds"] = len(runs)
             row["seeds"] = " ".join(str(r.metrics.get("seed")) for r in runs)
             for m in self.metric_keys:
@@ -187,8 +186,6 @@ def analyse(root: str | os.PathLike) -> Study:
     root = Path(root)
     runs = collect(root)
     if not runs:
-        from stridelab.errors import DataError
-
         raise DataError(f"No runs under {root}: aggregation reads every metrics.json below the folder it is "
                         "given. Pass a study or multirun folder (e.g. logs/studies/demo or logs/multiruns/<date>).")
     varying, constant = variant_columns(runs)
@@ -214,19 +211,19 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 
 
 def results_csv(study: Study) -> str:
-    first = ["status", "reason", *VARIANT_FIELDS, *[_label(c) for c in study.variant_cols if c.startswith("cfg:")],
+    first = ["status", "reason", *VARIANT_FIELDS, *[label(c) for c in study.variant_cols if c.startswith(CONFIG_PREFIX)],
              "seed"]
     rest = sorted({k for r in study.runs for k in r.metrics} - set(first) - {"config_hash", "run_dir"})
     rows = []
     for r in sorted(study.runs, key=lambda r: str(r.path)):
         row = dict(r.metrics)
-        row.update({_label(c): _value(r, c) for c in study.variant_cols if c.startswith("cfg:")})
+        row.update({label(c): _value(r, c) for c in study.variant_cols if c.startswith(CONFIG_PREFIX)})
         rows.append(row)
     return _csv(rows, [*first, *rest, "config_hash", "run_dir"])
 
 
 def summary_csv(study: Study) -> str:
-    cols = [*[_label(c) for c in study.variant_cols], "n_seeds", "seeds"]
+    cols = [*[label(c) for c in study.variant_cols], "n_seeds", "seeds"]
     for m in study.metric_keys:
         cols += [f"{m}/mean", f"{m}/std", f"{m}/ci95"]
     return _csv(study.summary_rows(), cols)
@@ -261,7 +258,7 @@ def summary_md(study: Study, plots: list[str] = ()) -> str:
                   + " (every other common setting: at the end).", ""]
     shown = [(k, name) for k, name in HEADLINE if k in study.metric_keys]
     rows = study.summary_rows()
-    head = [_label(c) for c in study.variant_cols] or ["variant"]
+    head = [label(c) for c in study.variant_cols] or ["variant"]
     lines.append("| " + " | ".join([*head, "seeds", *(n for _, n in shown)]) + " |")
     lines.append("|" + "---|" * (len(head) + 1 + len(shown)))
     for row in rows:
@@ -276,7 +273,7 @@ def summary_md(study: Study, plots: list[str] = ()) -> str:
         lines += ["## Failed or unfinished runs (not in the means)", "", "| run | variant | seed | status | reason |",
                   "|---|---|---|---|---|"]
         for r in study.failed:
-            variant = ", ".join(f"{_label(c)}={_value(r, c)}" for c in study.variant_cols) or "-"
+            variant = ", ".join(f"{label(c)}={_value(r, c)}" for c in study.variant_cols) or "-"
             status = r.metrics.get("status", "?")
             reason = r.metrics.get("reason") or ("did not finish (killed, or still running)" if status == "running" else "")
             lines.append(f"| {r.path} | {variant} | {r.metrics.get('seed', '-')} | {status} | {str(reason).replace('|', '/')[:300]} |")

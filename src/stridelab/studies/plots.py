@@ -6,6 +6,7 @@ import math
 import re
 
 from stridelab.metrics.plots import pyplot, to_png
+from stridelab.studies.labels import label
 
 _LAYER = re.compile(r"^border/layer_(\d+)\.(.+)$")
 
@@ -25,9 +26,8 @@ def study_figures(study) -> dict[str, bytes]:
     rows = study.summary_rows()
     if plt is None or not rows:
         return {}
-    from stridelab.studies.aggregate import _label
 
-    cols = [_label(c) for c in study.variant_cols]
+    cols = [label(c) for c in study.variant_cols]
     names = [", ".join(f"{row[c]}" for c in cols) or "all" for row in rows]
     title = str(study.root.name)
     out = {}

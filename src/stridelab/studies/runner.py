@@ -17,8 +17,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from stridelab.config import CONFIG_DIR
-from stridelab.errors import ConfigError
+from stridelab.config import CONFIG_DIR, register_resolvers
+from stridelab.errors import ConfigError, StridelabError
+from stridelab.files import atomic_write_text
 
 STUDY_DIR = Path(os.environ.get("STRIDELAB_STUDY_DIR", CONFIG_DIR.parent / "experiments"))
 _KEYS = {"question", "reference", "grids", "notes"}
@@ -109,8 +110,6 @@ def check_grid(grid: Grid, extra: list[str]) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.utils import get_class, instantiate
 
-    from stridelab.config import register_resolvers
-    from stridelab.errors import StridelabError
     from stridelab.models import check_geometry
 
     register_resolvers()
@@ -188,7 +187,6 @@ def _run_hydra(argv: list[str]) -> None:
 
 def _add_study_header(study: Study, summary: Path) -> None:
     """The study's question on top of its summary, and the literature's numbers after the table."""
-    from stridelab.training.results import atomic_write_text
 
     text = summary.read_text()
     head, _, rest = text.partition("\n")

@@ -4,9 +4,9 @@
 importing Lightning (the CLI records a run's status before paying for that import).
 """
 
-from stridelab.training.results import RunResults, atomic_write_text, read_metrics
+from stridelab.training.results import RunResults, find_finished, read_metrics
 
-__all__ = ["Classifier", "RunResults", "atomic_write_text", "read_metrics"]
+__all__ = ["Classifier", "RunResults", "find_finished", "read_metrics"]
 
 
 def __getattr__(name):

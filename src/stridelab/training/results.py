@@ -8,32 +8,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from stridelab.files import atomic_write_text
+
 METRICS_FILE = "metrics.json"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``: readers see
-    the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def _jsonable(value: Any) -> Any:
@@ -79,3 +59,26 @@ class RunResults:
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+# Resuming: a run whose resolved config already finished under a folder is not trained again. Runs
+# are matched by ``config_hash`` (stridelab.config.config_hash), never by folder name, so a renamed
+# folder or a re-numbered job still counts; a run that failed or never finished is redone.
+def finished_runs(root: str | os.PathLike) -> dict[str, Path]:
+    """``config_hash`` -> folder of every run under ``root`` whose ``metrics.json`` says ``ok``."""
+    done = {}
+    root = Path(root)
+    if not root.is_dir():
+        return done
+    for path in root.rglob(METRICS_FILE):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # unreadable: not finished
+        if isinstance(data, dict) and data.get("status") == "ok" and data.get("config_hash"):
+            done[data["config_hash"]] = path.parent
+    return done
+
+
+def find_finished(root: str | os.PathLike, config_hash: str) -> Path | None:
+    return finished_runs(root).get(config_hash)

@@ -4,14 +4,14 @@ Training: a timing window opens at the start of a training batch once ``warmup_s
 run, and closes after the last batch of the epoch, before validation; the next epoch opens a new
 one. Evaluation: every validation pass but the first (its warm-up) is timed as a window of
 eval-mode forward passes. The device is synchronised only when a window opens or closes, never
-inside a step, so timing does not slow the run it measures. See :mod:`stridelab.metrics.cost`.
+inside a step, so timing does not slow the run it measures. See :mod:`stridelab.training.timing`.
 """
 
 from __future__ import annotations
 
 import lightning as L
 
-from stridelab.metrics.cost import ThroughputWindow
+from stridelab.training.timing import ThroughputWindow
 
 
 class TrainThroughput(L.Callback):

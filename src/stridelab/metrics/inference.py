@@ -61,14 +61,6 @@ def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
     return torch.cat(outs) if outs else torch.empty(0, dtype=out_dtype)
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work (timing windows end here; a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def inference_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with each convolution and the BatchNorm after it folded into one
     convolution (``w' = w g / s``, ``b' = (b - mean) g / s + beta``): the same function up to float

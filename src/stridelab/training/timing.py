@@ -1,0 +1,53 @@
+"""Timing windows that wait for the device only at their ends (never inside a step).
+
+Used by the run's throughput callback (:mod:`stridelab.training.throughput`), the suite's cost probes
+(:mod:`stridelab.metrics.cost`) and the benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work (timing windows end here; a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class ThroughputWindow:
+    """Accumulates timed windows: :meth:`open` and :meth:`close` synchronise the device once each."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.seconds = 0.0
+        self.images = 0
+        self.steps = 0
+        self._t0: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._t0 is not None
+
+    def open(self) -> None:
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+
+    def count(self, images: int) -> None:
+        self.images += int(images)
+        self.steps += 1
+
+    def close(self) -> None:
+        if self._t0 is None:
+            return
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - self._t0
+        self._t0 = None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images / self.seconds if self.seconds > 0 and self.images else None
