@@ -12,7 +12,7 @@ DIR ?= logs
 NAME ?= demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo study sweep aggregate train bench tensorboard clean
+.PHONY: help install test format demo study sweep aggregate train bench tensorboard clean
 
 help: ## list the targets
 	@echo "stridelab: experiment harness for CNN downsampling studies"
@@ -32,8 +32,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-test: install ## run the test suite (CPU, offline, a few minutes)
+test: install ## lint and format check (ruff), then the test suite (CPU, offline, a few minutes)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+format: install ## format the code and fix what the linter can (ruff)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 demo: install ## the demo study: redgreen + shapes10 grids, offline, CPU, < 10 min; prints the summary
 	$(BIN)/python -m stridelab.study demo $(ARGS)

@@ -84,14 +84,14 @@ def test_sync_watch_records_where_the_host_waited(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
     clock = paths._PairedWindows(lambda: None, warmup=3, steps=2, block=1)
     clock._watch_syncs(True)
-    warnings.warn("called a synchronizing CUDA operation")  # what the debug mode raises, e.g. on .item()
-    warnings.warn("something else")
+    warnings.warn("called a synchronizing CUDA operation", stacklevel=1)  # what the debug mode raises, e.g. on .item()
+    warnings.warn("something else", stacklevel=1)
     clock._watch_syncs(False)
     assert modes == ["warn", "default"]
     assert len(clock.syncs) == 1 and clock.syncs[0].startswith(__file__)
     with warnings.catch_warnings(record=True) as seen:  # the filter is restored afterwards
         warnings.simplefilter("always")
-        warnings.warn("after")
+        warnings.warn("after", stacklevel=1)
     assert len(seen) == 1 and clock.syncs == clock.syncs[:1]
 
 

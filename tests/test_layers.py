@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from stridelab.errors import ConfigError
-from stridelab.layers import (DOWNSAMPLE_REGISTRY, PADDING_MODES, BlurPool2d, ConvKit, Pad2d, PaddingSpec,
-                              binomial_filter, create_downsample, pad_amounts)
+from stridelab.layers import (
+    DOWNSAMPLE_REGISTRY,
+    PADDING_MODES,
+    BlurPool2d,
+    ConvKit,
+    Pad2d,
+    PaddingSpec,
+    binomial_filter,
+    create_downsample,
+    pad_amounts,
+)
 from stridelab.layers.padding import CONV_PADDING_MODES
 from stridelab.layers.pool import create_pool
 

@@ -10,10 +10,23 @@ import torch
 import torch.nn as nn
 
 from stridelab.layers import BlurPool2d
-from stridelab.metrics import (border_deviation, circular_shift_consistency, constant_images, count_flops,
-                               coverage_map, coverage_stats, crop_consistency, deviation_map,
-                               inference_throughput, padding_audit, position_gap, roll_images,
-                               stability_curve, training_throughput, used_padding)
+from stridelab.metrics import (
+    border_deviation,
+    circular_shift_consistency,
+    constant_images,
+    count_flops,
+    coverage_map,
+    coverage_stats,
+    crop_consistency,
+    deviation_map,
+    inference_throughput,
+    padding_audit,
+    position_gap,
+    roll_images,
+    stability_curve,
+    training_throughput,
+    used_padding,
+)
 from stridelab.metrics.shift import relative_logit_change
 from stridelab.models import SimpleCNN
 

@@ -9,8 +9,13 @@ import torch.nn as nn
 
 from stridelab.errors import ConfigError
 from stridelab.layers import ConvKit, PaddingSpec, create_downsample
-from stridelab.layers.polyphase import (AdaptivePolyphase, LearnablePolyphase, PolyphaseTie, TiedPolyphase,
-                                        polyphase_components)
+from stridelab.layers.polyphase import (
+    AdaptivePolyphase,
+    LearnablePolyphase,
+    PolyphaseTie,
+    TiedPolyphase,
+    polyphase_components,
+)
 from stridelab.models.resnet import BasicBlock
 
 NORMS = {"l2": lambda t: t.pow(2).sum().sqrt(), "l1": lambda t: t.abs().sum(), "linf": lambda t: t.abs().max()}

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import compose, run_cli
 
-from stridelab.errors import ConfigError
 from stridelab.config import config_hash
+from stridelab.errors import ConfigError
 from stridelab.train import run
 from stridelab.training.results import RunResults
 

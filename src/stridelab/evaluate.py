@@ -60,8 +60,8 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
     """Rebuild, load and measure; returns the updated metrics of the run."""
     import torch
 
-    from stridelab.metrics.suite import SUITE_PREFIXES
     from stridelab.build import build_data_and_model, check_data_on_disk, instantiate_checked
+    from stridelab.metrics.suite import SUITE_PREFIXES
     from stridelab.training.results import RunResults, read_metrics
 
     weights, run_dir = _locate(ckpt)

@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from stridelab.build import build_run, check_data_on_disk, unwrap_error, variant_fields
 from stridelab.config import CONFIG_DIR, config_hash, register_resolvers
 from stridelab.errors import StridelabError
-from stridelab.training.ddp import ddp_environment, end_distributed, is_rank_zero, workers_join_this_job
 from stridelab.files import atomic_write_text
+from stridelab.training.ddp import ddp_environment, end_distributed, is_rank_zero, workers_join_this_job
 from stridelab.training.results import RunResults, find_finished
 
 register_resolvers()

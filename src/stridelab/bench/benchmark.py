@@ -119,10 +119,10 @@ def run_benchmark(opts: BenchOptions) -> dict:
 
     from stridelab.bench import paths
     from stridelab.bench.runs import run_cost
+    from stridelab.build import build_data_and_model
     from stridelab.data import cifar10
     from stridelab.metrics import cost
     from stridelab.metrics.inference import autocast_dtype
-    from stridelab.build import build_data_and_model
     from stridelab.training.sharing import available_cores, take_share
 
     preset = opts.preset if opts.preset != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")

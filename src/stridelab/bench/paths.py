@@ -256,5 +256,5 @@ def torchvision_loader(model: nn.Module, optimizer, dataset, batch_size: int, wo
     setup = time.perf_counter() - t0
     timing = _time_steps(step, batch_size, device, steps, warmup)
     timing.setup_s = setup
-    del batches, loader  # stops the workers
+    batches = loader = None  # drops the iterator and loader: stops the workers
     return timing

@@ -6,9 +6,8 @@ activation) so models and downsampling strategies build layers the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import torch.nn as nn
 

@@ -32,18 +32,24 @@ positions is unpadded as in Zhang's reference, except under circular padding
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
-
-from collections import OrderedDict
 
 import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
 from stridelab.layers.blur import BlurPool2d, binomial_filter
 from stridelab.layers.conv import ConvKit
-from stridelab.layers.polyphase import (POLYPHASE_NORMS, AdaptivePolyphase, ComponentScorer, LearnablePolyphase,
-                                        PolyphaseTie, TiedPolyphase, check_temperatures)
+from stridelab.layers.polyphase import (
+    POLYPHASE_NORMS,
+    AdaptivePolyphase,
+    ComponentScorer,
+    LearnablePolyphase,
+    PolyphaseTie,
+    TiedPolyphase,
+    check_temperatures,
+)
 from stridelab.layers.pool import create_dense_max, create_pool
 
 DOWNSAMPLE_REGISTRY: dict[str, type["Downsample"]] = {}

@@ -55,9 +55,9 @@ class PartialConv2d(nn.Conv2d):
         return self._ratios[key]
 
     def forward(self, x):
-        l, r, t, b = self.pad
-        if l == r and t == b:  # symmetric: the conv pads itself (one kernel, no padded copy)
-            y = F.conv2d(x, self.weight, None, self.stride, (t, l), self.dilation, self.groups)
+        left, right, top, bottom = self.pad
+        if left == right and top == bottom:  # symmetric: the conv pads itself (one kernel, no padded copy)
+            y = F.conv2d(x, self.weight, None, self.stride, (top, left), self.dilation, self.groups)
         else:
             y = F.conv2d(F.pad(x, self.pad), self.weight, None, self.stride, 0, self.dilation, self.groups)
         if any(self.pad):

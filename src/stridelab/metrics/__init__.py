@@ -6,14 +6,26 @@ them all after every training run. Definitions and sources: docs/metrics.md.
 """
 
 from stridelab.metrics.border import BorderDeviation, border_deviation, constant_images, deviation_map
-from stridelab.metrics.cost import (ThroughputWindow, count_flops, device_peak_flops, inference_throughput,
-                                    peak_memory_mib, training_throughput)
+from stridelab.metrics.cost import (
+                                    ThroughputWindow,
+                                    count_flops,
+                                    device_peak_flops,
+                                    inference_throughput,
+                                    peak_memory_mib,
+                                    training_throughput,
+)
 from stridelab.metrics.position import accuracy, position_gap
 from stridelab.metrics.probe import ProbeLayer, ProbeResult, position_probe
-from stridelab.metrics.shift import (circular_shift_consistency, crop_consistency, roll_images,
-                                     stability_curve)
-from stridelab.metrics.spatial import (AuditRow, SpatialOp, coverage_map, coverage_stats, padding_audit,
-                                       spatial_ops, used_padding)
+from stridelab.metrics.shift import circular_shift_consistency, crop_consistency, roll_images, stability_curve
+from stridelab.metrics.spatial import (
+                                    AuditRow,
+                                    SpatialOp,
+                                    coverage_map,
+                                    coverage_stats,
+                                    padding_audit,
+                                    spatial_ops,
+                                    used_padding,
+)
 from stridelab.metrics.suite import METRIC_GROUPS, Measurement, MeasurementSuite
 
 __all__ = [

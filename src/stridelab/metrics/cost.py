@@ -14,14 +14,13 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from stridelab.metrics.inference import autocast, evaluating
-from stridelab.training.timing import ThroughputWindow, synchronize
+from stridelab.training.timing import ThroughputWindow
 
 # Dense (no sparsity) peak FLOP/s from NVIDIA's data sheets: (bf16/fp16 tensor core, tf32, fp32).
 PEAK_FLOPS = {

@@ -169,9 +169,9 @@ def padding_audit(model: nn.Module, input_shape: tuple[int, int, int]) -> list[A
         if max(op.stride) < 2:
             continue  # stride 1 reads every padded pixel it declares
         (_, h, w), (_, oh, ow) = op.in_shape, op.out_shape
-        l, r, t, b = op.pad
-        ul, ur, dw = used_padding(w, op.kernel[1], op.stride[1], l, r, op.dilation[1], ow)
-        ut, ub, dh = used_padding(h, op.kernel[0], op.stride[0], t, b, op.dilation[0], oh)
+        left, right, top, bottom = op.pad
+        ul, ur, dw = used_padding(w, op.kernel[1], op.stride[1], left, right, op.dilation[1], ow)
+        ut, ub, dh = used_padding(h, op.kernel[0], op.stride[0], top, bottom, op.dilation[0], oh)
         rows.append(AuditRow(op.name, op.kind, op.kernel, op.stride, (h, w), (oh, ow), op.pad,
                              (ul, ur, ut, ub), (dw, dh)))
     return rows
@@ -216,10 +216,9 @@ def coverage_map(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[t
     x = torch.ones((1, 1, *input_shape[1:]), dtype=torch.float64, requires_grad=True)
     y, total_stride = x, 1
     for op in chain:
-        l, r, t, b = op.pad
         if any(op.pad):
             mode = F_PAD_MODE[op.pad_mode]
-            y = F.pad(y, (l, r, t, b), mode=mode) if mode != "constant" else F.pad(y, (l, r, t, b))
+            y = F.pad(y, op.pad, mode=mode) if mode != "constant" else F.pad(y, op.pad)
         ones = torch.ones((1, 1, *op.kernel), dtype=torch.float64)
         y = F.conv2d(y, ones, stride=op.stride, dilation=op.dilation)
         total_stride *= op.stride[0]

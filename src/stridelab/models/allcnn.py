@@ -14,7 +14,6 @@ included, as in the paper. Deviation: ``norm=batch`` by default (the paper preda
 
 from __future__ import annotations
 
-
 from collections import OrderedDict
 from dataclasses import replace
 
