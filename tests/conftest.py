@@ -39,5 +39,11 @@ def compose(overrides: list[str], tmp_path: Path):
 def run_cli(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
     """``python -m stridelab.train ARGS`` in a fresh process, as a user would run it."""
     env = {**os.environ, "STRIDELAB_ROOT": str(cwd), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "stridelab.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "stridelab.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -27,21 +27,52 @@ def write_run(root, name, status="ok", reason=None, **metrics):
 @pytest.fixture
 def study(tmp_path):
     for seed, acc, ips in [(0, 0.80, 100.0), (1, 0.82, 110.0), (2, 0.87, 120.0)]:
-        write_run(tmp_path, f"conv-{seed}", downsample="conv", seed=seed, config_hash=f"c{seed}",
-                  **{"test/acc": acc, "cost/train_images_per_s": ips, "border/deviation": 0.5,
-                     "border/layer_00.stem.conv": 0.4, "border/layer_01.down": 0.6})
+        write_run(
+            tmp_path,
+            f"conv-{seed}",
+            downsample="conv",
+            seed=seed,
+            config_hash=f"c{seed}",
+            **{
+                "test/acc": acc,
+                "cost/train_images_per_s": ips,
+                "border/deviation": 0.5,
+                "border/layer_00.stem.conv": 0.4,
+                "border/layer_01.down": 0.6,
+            },
+        )
     for seed, acc in [(0, 0.90), (1, 0.92)]:
-        write_run(tmp_path, f"max-{seed}", downsample="maxpool", seed=seed, config_hash=f"m{seed}",
-                  **{"test/acc": acc, "cost/train_images_per_s": 90.0, "border/deviation": 0.7})
-    write_run(tmp_path, "max-2", "failed", "FloatingPointError: training loss became nan", downsample="maxpool",
-              seed=2, config_hash="m2")
+        write_run(
+            tmp_path,
+            f"max-{seed}",
+            downsample="maxpool",
+            seed=seed,
+            config_hash=f"m{seed}",
+            **{"test/acc": acc, "cost/train_images_per_s": 90.0, "border/deviation": 0.7},
+        )
+    write_run(
+        tmp_path,
+        "max-2",
+        "failed",
+        "FloatingPointError: training loss became nan",
+        downsample="maxpool",
+        seed=2,
+        config_hash="m2",
+    )
     write_run(tmp_path, "max-3", "running", downsample="maxpool", seed=3, config_hash="m3")
     # A run redone after a failure: same config hash, the finished one counts.
-    old = write_run(tmp_path, "conv-3-old", "failed", "RuntimeError: killed", downsample="conv", seed=3,
-                    config_hash="c3")
+    old = write_run(
+        tmp_path, "conv-3-old", "failed", "RuntimeError: killed", downsample="conv", seed=3, config_hash="c3"
+    )
     os.utime(old / "metrics.json", (time.time() - 100, time.time() - 100))
-    write_run(tmp_path, "conv-3", downsample="conv", seed=3, config_hash="c3",
-              **{"test/acc": 0.83, "cost/train_images_per_s": 100.0, "border/deviation": 0.5})
+    write_run(
+        tmp_path,
+        "conv-3",
+        downsample="conv",
+        seed=3,
+        config_hash="c3",
+        **{"test/acc": 0.83, "cost/train_images_per_s": 100.0, "border/deviation": 0.5},
+    )
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "metrics.json").write_text("{not json")
     return tmp_path
@@ -101,8 +132,9 @@ def test_config_keys_that_vary_identify_variants(tmp_path):
     for i, (lr, ds) in enumerate([(0.1, "conv"), (0.2, "conv"), (0.1, "blurpool"), (0.2, "blurpool")]):
         d = write_run(tmp_path, f"r{i}", downsample=ds, seed=0, config_hash=str(i), **{"test/acc": 0.5})
         extra = "  filter_size: 3\n" if ds == "blurpool" else ""
-        (d / "config.yaml").write_text(f"seed: 0\noptimizer:\n  lr: {lr}\ndownsample:\n  name: {ds}\n{extra}"
-                                       f"paths:\n  output_dir: {d}\n")
+        (d / "config.yaml").write_text(
+            f"seed: 0\noptimizer:\n  lr: {lr}\ndownsample:\n  name: {ds}\n{extra}paths:\n  output_dir: {d}\n"
+        )
     result = aggregate(tmp_path, plots=False)
     # optimizer.lr varies on its own; filter_size only follows downsample; paths never count.
     assert result.variant_cols == ["downsample", "cfg:optimizer.lr"]

@@ -44,10 +44,14 @@ def test_quick_bench_reports_every_figure(tmp_path, capsys, monkeypatch):
 
 
 def _result(ratio, tv, fixed, share, step_ms=150.0, quick=False, device="cpu"):
-    return {"quick": quick, "setup": {"device": device},
-            "paths": {"bare": {"step_ms": step_ms}},
-            "ratios": {"stridelab_vs_bare": ratio, "stridelab_vs_torchvision": tv},
-            "run_cost": {"fixed_s": fixed}, "suite_on_demo": {"suite_share": share}}
+    return {
+        "quick": quick,
+        "setup": {"device": device},
+        "paths": {"bare": {"step_ms": step_ms}},
+        "ratios": {"stridelab_vs_bare": ratio, "stridelab_vs_torchvision": tv},
+        "run_cost": {"fixed_s": fixed},
+        "suite_on_demo": {"suite_share": share},
+    }
 
 
 def test_bars_verdicts():
@@ -67,8 +71,12 @@ def test_ratios_pair_a_baseline_timed_in_the_first_repeats_only():
     def t(ips):
         return paths.Timing(images=int(ips), seconds=1.0, steps=1, first_step_s=0.1)
 
-    timings = {"bare": [t(100), t(200), t(100)], "stridelab": [t(97), t(190), t(99)],
-               "torchvision_w0": [t(40)], "torchvision_w2": [t(30)]}
+    timings = {
+        "bare": [t(100), t(200), t(100)],
+        "stridelab": [t(97), t(190), t(99)],
+        "torchvision_w0": [t(40)],
+        "torchvision_w2": [t(30)],
+    }
     r = _ratios(timings)
     assert r["stridelab_vs_bare"] == pytest.approx(0.97)
     assert r["stridelab_vs_bare_repeats"] == pytest.approx([0.97, 0.95, 0.99])
@@ -123,7 +131,7 @@ def test_fast_crop_and_flip_equal_plain_indexing(dtype):
     x = torch.randint(0, 256, (6, 3, 12, 12), generator=g).to(dtype)
     oy, ox = torch.randint(0, 5, (6,), generator=g), torch.randint(0, 5, (6,), generator=g)
     crops = crop_images(x, oy, ox, 8, 8)
-    assert torch.equal(crops, torch.stack([x[i, :, oy[i]:oy[i] + 8, ox[i]:ox[i] + 8] for i in range(6)]))
+    assert torch.equal(crops, torch.stack([x[i, :, oy[i] : oy[i] + 8, ox[i] : ox[i] + 8] for i in range(6)]))
     flipped = torch.tensor([True, False, False, True, True, False])
     want = torch.stack([x[i].flip(-1) if flipped[i] else x[i] for i in range(6)])
     assert torch.equal(flip_some(x, flipped), want) and not torch.equal(want, x)

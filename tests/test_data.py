@@ -131,6 +131,7 @@ def test_python_version_read_when_checksums_match(tmp_path):
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("echo pwned",))
 
 
@@ -141,6 +142,7 @@ def test_python_version_never_runs_code(tmp_path):
 
 
 # probe data sets --------------------------------------------------------------------------------
+
 
 def test_probes_are_deterministic():
     a, b, c = make_shapes10(200, 3), make_shapes10(200, 3), make_shapes10(200, 4)
@@ -168,12 +170,12 @@ def test_redgreen_structure():
         red, green = np.argwhere(img[0] == 255), np.argwhere(img[1] == 255)
         assert len(red) == 16 and len(green) == 16 and not img[2].any()
         red_col, green_col = red[:, 1].min(), green[:, 1].min()
-        assert (red_col < green_col) == (label == 0)             # the class is the colour order
+        assert (red_col < green_col) == (label == 0)  # the class is the colour order
         rows = np.concatenate([red[:, 0], green[:, 0]])
-        assert (rows.max() < 16) == (label == 0)                  # ... and, in training, the half
+        assert (rows.max() < 16) == (label == 0)  # ... and, in training, the half
         red2 = np.argwhere(img2[0] == 255)
         shift = 16 if label == 0 else -16
-        assert np.array_equal(red2, red + [shift, 0])             # dissimilar: moved 16 rows
+        assert np.array_equal(red2, red + [shift, 0])  # dissimilar: moved 16 rows
 
 
 def test_redgreen_module_reports_dissimilar_test():
@@ -183,6 +185,7 @@ def test_redgreen_module_reports_dissimilar_test():
 
 
 # batching and augmentation ------------------------------------------------------------------------
+
 
 def test_device_batches_cover_the_split_once():
     x = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()

@@ -14,8 +14,12 @@ from stridelab.models import create_model
 
 # Small versions of every model. allcnn_c: the paper's valid 3x3 conv reads no padding, so it is not
 # circular; model.valid_last_conv=false makes the net exactly equivariant (docs/metrics.md).
-MODELS = {"simple_cnn": dict(width=4), "resnet20": dict(widths=(4, 4, 8)), "redgreen_net": dict(widths=(4, 4, 4, 4)),
-          "allcnn_c": dict(width=4, valid_last_conv=False, dropout=0.0, dropout_input=0.0)}
+MODELS = {
+    "simple_cnn": dict(width=4),
+    "resnet20": dict(widths=(4, 4, 8)),
+    "redgreen_net": dict(widths=(4, 4, 4, 4)),
+    "allcnn_c": dict(width=4, valid_last_conv=False, dropout=0.0, dropout_input=0.0),
+}
 TOTAL_STRIDE = {"simple_cnn": 8, "resnet20": 4, "redgreen_net": 8, "allcnn_c": 4}
 INVARIANT = ("aps", "lps")
 ROUNDING = 1e-10  # float64
@@ -23,8 +27,9 @@ ROUNDING = 1e-10  # float64
 
 def _net(model, downsample, mode):
     torch.manual_seed(0)
-    net = create_model(model, num_classes=10, downsample=create_downsample(downsample),
-                       padding=PaddingSpec(mode), **MODELS[model]).double()
+    net = create_model(
+        model, num_classes=10, downsample=create_downsample(downsample), padding=PaddingSpec(mode), **MODELS[model]
+    ).double()
     gen = torch.Generator().manual_seed(1)
     for m in net.modules():  # eval-mode BN with non-trivial statistics
         if isinstance(m, nn.BatchNorm2d):

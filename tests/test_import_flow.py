@@ -13,14 +13,21 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "stridelab"
 
 # Rank of each top-level part of the package: a module may import parts of lower or equal rank.
 RANK = {
-    "errors": 0, "config": 0, "files": 0,          # leaves
-    "layers": 1, "data": 1,
+    "errors": 0,
+    "config": 0,
+    "files": 0,  # leaves
+    "layers": 1,
+    "data": 1,
     "models": 2,
     "training": 3,
     "metrics": 4,
-    "build": 5,                                     # assembles a run's parts
-    "train": 6, "evaluate": 6, "bench": 6,          # entry points
-    "studies": 7, "study": 7, "aggregate": 7,       # grids of runs, their tables
+    "build": 5,  # assembles a run's parts
+    "train": 6,
+    "evaluate": 6,
+    "bench": 6,  # entry points
+    "studies": 7,
+    "study": 7,
+    "aggregate": 7,  # grids of runs, their tables
 }
 LEAVES = {name for name, rank in RANK.items() if rank == 0}
 
@@ -66,8 +73,12 @@ def test_no_module_imports_a_part_above_it():
 
 
 def test_leaf_modules_are_imported_at_the_top():
-    lazy = [f"{path.relative_to(PACKAGE)}: {name}" for path, _ in _modules() for name, top in _imports(path)
-            if not top and name.split(".")[1] in LEAVES]
+    lazy = [
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path, _ in _modules()
+        for name, top in _imports(path)
+        if not top and name.split(".")[1] in LEAVES
+    ]
     assert not lazy, "\n".join(lazy)
 
 
@@ -77,17 +88,21 @@ def test_no_import_cycles_between_modules():
         mod = ".".join(("stridelab", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
         graph[mod] = {name for name, _ in _imports(path)}
     # A module imports its package's __init__ too; leave packages out, they only re-export.
-    packages = {".".join(("stridelab", *p.relative_to(PACKAGE).parent.parts)).rstrip(".")
-                for p in PACKAGE.rglob("__init__.py")}
-    edges = {m: {t for t in ts if t in graph and t not in packages and t != m} for m, ts in graph.items()
-             if m not in packages}
+    packages = {
+        ".".join(("stridelab", *p.relative_to(PACKAGE).parent.parts)).rstrip(".") for p in PACKAGE.rglob("__init__.py")
+    }
+    edges = {
+        m: {t for t in ts if t in graph and t not in packages and t != m}
+        for m, ts in graph.items()
+        if m not in packages
+    }
     state, cycle = {}, []
 
     def visit(m, stack):
         state[m] = "open"
         for t in edges.get(m, ()):
             if state.get(t) == "open":
-                cycle.append(" -> ".join([*stack[stack.index(t):], t]) if t in stack else f"{m} -> {t}")
+                cycle.append(" -> ".join([*stack[stack.index(t) :], t]) if t in stack else f"{m} -> {t}")
             elif t not in state:
                 visit(t, [*stack, t])
         state[m] = "done"

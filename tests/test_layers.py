@@ -29,8 +29,17 @@ def spatially_constant(x: torch.Tensor, tol: float = 1e-9) -> bool:
     return bool(((flat - flat[..., :1]).abs().max() <= tol * (1 + flat.abs().max())).item())
 
 
-@pytest.mark.parametrize("k,amount,expected", [(3, "valid", (0, 0)), (3, "same", (1, 1)), (3, "full", (2, 2)),
-                                               (4, "same", (1, 2)), (7, "same", (3, 3)), (2, "same", (0, 1))])
+@pytest.mark.parametrize(
+    "k,amount,expected",
+    [
+        (3, "valid", (0, 0)),
+        (3, "same", (1, 1)),
+        (3, "full", (2, 2)),
+        (4, "same", (1, 2)),
+        (7, "same", (3, 3)),
+        (2, "same", (0, 1)),
+    ],
+)
 def test_pad_amounts(k, amount, expected):
     assert pad_amounts(k, amount) == expected
 
@@ -51,7 +60,9 @@ def test_pad2d_matches_conv_padding_mode(mode):
 
 
 def test_binomial_filters():
-    torch.testing.assert_close(binomial_filter(3, torch.float64)[1], torch.tensor([2, 4, 2.0], dtype=torch.float64) / 16)
+    torch.testing.assert_close(
+        binomial_filter(3, torch.float64)[1], torch.tensor([2, 4, 2.0], dtype=torch.float64) / 16
+    )
     for m in range(1, 8):
         assert binomial_filter(m, torch.float64).sum().item() == pytest.approx(1.0)
     with pytest.raises(ConfigError):

@@ -24,11 +24,27 @@ def smoke_run(tmp_path_factory):
 def test_every_run_carries_the_suite(smoke_run):
     metrics, run_dir = smoke_run
     assert metrics["status"] == "ok"
-    numeric = ["shift/circular_consistency", "shift/circular_logit_change", "crop/consistency", "crop/acc_at_+0",
-               "crop/stability_range", "border/deviation", "border/features", "audit/uneven_layers",
-               "coverage/interior_ratio", "coverage/border_ratio", "cost/flops_per_image", "cost/params",
-               "probe/spc", "probe/mae", "probe/spc_h", "probe/mae_v", "cost/train_images_per_s",
-               "cost/infer_images_per_s", "time/measure_s"]
+    numeric = [
+        "shift/circular_consistency",
+        "shift/circular_logit_change",
+        "crop/consistency",
+        "crop/acc_at_+0",
+        "crop/stability_range",
+        "border/deviation",
+        "border/features",
+        "audit/uneven_layers",
+        "coverage/interior_ratio",
+        "coverage/border_ratio",
+        "cost/flops_per_image",
+        "cost/params",
+        "probe/spc",
+        "probe/mae",
+        "probe/spc_h",
+        "probe/mae_v",
+        "cost/train_images_per_s",
+        "cost/infer_images_per_s",
+        "time/measure_s",
+    ]
     for key in numeric:
         assert isinstance(metrics[key], (int, float)), key
     assert 0 <= metrics["shift/circular_consistency"] <= 1 and metrics["cost/train_images_per_s"] > 0
@@ -36,7 +52,9 @@ def test_every_run_carries_the_suite(smoke_run):
     assert metrics["metrics/subset_size"] == 128  # metrics=quick; the smoke test set has 256 images
     # 512 images / batch 64 = 8 steps, the first 2 are warm-up: the real run was timed.
     assert metrics["cost/train_from"] == "fit" and metrics["cost/train_timed_steps"] == 6
-    assert sorted(k for k in metrics if k.startswith("crop/acc_at_")) == sorted(f"crop/acc_at_{d:+d}" for d in range(-4, 5))
+    assert sorted(k for k in metrics if k.startswith("crop/acc_at_")) == sorted(
+        f"crop/acc_at_{d:+d}" for d in range(-4, 5)
+    )
     assert any(k.startswith("border/layer_00.") for k in metrics)
     assert {"probe/layer_stage0.spc", "probe/layer_stage2.mae"} <= set(metrics), "the probe reads every stage"
     assert not any(k.startswith("position/") for k in metrics), "no position gap without a dissimilar set"
@@ -73,8 +91,14 @@ def test_docs_name_every_key_the_suite_writes(smoke_run):
     metrics, _ = smoke_run
     text = DOCS.read_text()
     documented = set(re.findall(r"`([a-z_]+/[a-z_]+[^`]*)`", text))
-    patterns = [re.compile("^" + re.escape(d).replace(r"\{d\}", r"[+-]\d+").replace(r"\{i\}", r"\d\d")
-                           .replace(r"\{layer\}", r".+") + "$") for d in documented]
+    patterns = [
+        re.compile(
+            "^"
+            + re.escape(d).replace(r"\{d\}", r"[+-]\d+").replace(r"\{i\}", r"\d\d").replace(r"\{layer\}", r".+")
+            + "$"
+        )
+        for d in documented
+    ]
     groups = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "cost", "metrics", "time")
     for key in metrics:
         if key.split("/")[0] in groups:
@@ -92,18 +116,30 @@ def test_evaluate_reproduces_the_runs_figures(smoke_run, capsys):
     out = capsys.readouterr().out
     after = json.loads((run_dir / "metrics.json").read_text())
     # Same weights, same subset, same shifts: the same figures; training figures untouched.
-    for key in ("shift/circular_consistency", "shift/circular_logit_change", "crop/consistency", "border/deviation",
-                "coverage/interior_ratio", "probe/spc", "probe/mae", "test/acc", "cost/train_images_per_s"):
+    for key in (
+        "shift/circular_consistency",
+        "shift/circular_logit_change",
+        "crop/consistency",
+        "border/deviation",
+        "coverage/interior_ratio",
+        "probe/spc",
+        "probe/mae",
+        "test/acc",
+        "cost/train_images_per_s",
+    ):
         assert after[key] == pytest.approx(before[key], rel=1e-5), key
     assert after["evaluate/device"] == "cpu" and "merged into" in out
     assert list((run_dir / "tensorboard" / "evaluate").glob("events.out.tfevents*"))
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["ckpt=/nonexistent/model.pt"], "No weights at"),
-    (["checkpoint=x"], "Unknown option 'checkpoint'"),
-    ([], "Say which weights"),
-])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["ckpt=/nonexistent/model.pt"], "No weights at"),
+        (["checkpoint=x"], "Unknown option 'checkpoint'"),
+        ([], "Say which weights"),
+    ],
+)
 def test_evaluate_bad_input(args, expect, capsys):
     from stridelab.evaluate import main
 
@@ -128,8 +164,9 @@ def test_evaluate_refuses_weights_of_another_model(smoke_run, tmp_path, capsys):
 def test_suite_knobs_are_checked_and_skip_works(tmp_path):
     with pytest.raises(ConfigError, match="metrics.skip"):
         run(compose(["experiment=smoke", "metrics.skip=[shfit]"], tmp_path / "a"))
-    metrics = run(compose(["experiment=smoke", "metrics.skip=[shift,crop,border,coverage,cost]", "logger=csv"],
-                          tmp_path / "b"))
+    metrics = run(
+        compose(["experiment=smoke", "metrics.skip=[shift,crop,border,coverage,cost]", "logger=csv"], tmp_path / "b")
+    )
     assert "audit/uneven_layers" in metrics and not any(k.startswith(("shift/", "crop/", "cost/")) for k in metrics)
 
 
@@ -141,8 +178,9 @@ def test_evaluate_replaces_the_previous_measurement(smoke_run, tmp_path):
     metrics, run_dir = smoke_run
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    data = evaluate(str(copy), "cpu", "32-true", ["metrics.crop_padding=2", "metrics.subset_size=32",
-                                                  "metrics.skip=[cost]"])
+    data = evaluate(
+        str(copy), "cpu", "32-true", ["metrics.crop_padding=2", "metrics.subset_size=32", "metrics.skip=[cost]"]
+    )
     assert "crop/acc_at_+2" in data and "crop/acc_at_+4" not in data, "stale keys of the old knobs are gone"
     assert data["metrics/subset_size"] == 32 and "cost/infer_images_per_s" not in data
     assert data["cost/train_images_per_s"] == metrics["cost/train_images_per_s"], "the fit's timing is kept"

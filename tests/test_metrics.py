@@ -52,8 +52,11 @@ def shift_net(padding_mode: str, stride2_stages: int = 0, width: int = 8) -> nn.
     layers, chs = [], 3
     for i in range(2 + stride2_stages):
         stride = 2 if i >= 2 else 1
-        layers += [nn.Conv2d(chs, width, 3, stride=stride, padding=1, padding_mode=padding_mode, bias=False),
-                   nn.BatchNorm2d(width), nn.ReLU()]
+        layers += [
+            nn.Conv2d(chs, width, 3, stride=stride, padding=1, padding_mode=padding_mode, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+        ]
         chs = width
     net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10)).double()
     return _randomise_bn(net, torch.Generator().manual_seed(1))
@@ -152,12 +155,18 @@ def test_border_deviation_is_clearly_positive_with_zero_padding(downsample):
 
 
 # -- uneven-padding audit ------------------------------------------------------------------------
-@pytest.mark.parametrize("n,k,s,p,expected", [
-    (32, 3, 2, 1, (1, 0, 0)), (33, 3, 2, 1, (1, 1, 0)),     # 3x3/s2/p1: 1 and 0 on 32 px, 1 and 1 on 33
-    (224, 7, 2, 3, (3, 2, 0)), (225, 7, 2, 3, (3, 3, 0)),   # 7x7/s2/p3 (ResNet stem): 3/2 at 224, 3/3 at 225
-    (32, 3, 2, 0, (0, 0, 1)),                                # valid 3x3/s2 never reads the last column
-    (32, 2, 2, 0, (0, 0, 0)), (32, 1, 2, 0, (0, 0, 16)),
-])
+@pytest.mark.parametrize(
+    "n,k,s,p,expected",
+    [
+        (32, 3, 2, 1, (1, 0, 0)),
+        (33, 3, 2, 1, (1, 1, 0)),  # 3x3/s2/p1: 1 and 0 on 32 px, 1 and 1 on 33
+        (224, 7, 2, 3, (3, 2, 0)),
+        (225, 7, 2, 3, (3, 3, 0)),  # 7x7/s2/p3 (ResNet stem): 3/2 at 224, 3/3 at 225
+        (32, 3, 2, 0, (0, 0, 1)),  # valid 3x3/s2 never reads the last column
+        (32, 2, 2, 0, (0, 0, 0)),
+        (32, 1, 2, 0, (0, 0, 16)),
+    ],
+)
 def test_used_padding(n, k, s, p, expected):
     assert used_padding(n, k, s, p, p) == expected
 
@@ -175,7 +184,8 @@ def test_padding_audit_of_maxblurpool():
     rows = padding_audit(SimpleCNN(width=4, stages=2, downsample="blurpool", padding="reflect"), (3, 32, 32))
     assert [(r.kind, r.size_in, r.size_out, r.declared, r.used, r.uneven) for r in rows] == [
         ("blur", (31, 31), (16, 16), (1, 1, 1, 1), (1, 1, 1, 1), False),
-        ("blur", (15, 15), (8, 8), (1, 1, 1, 1), (1, 1, 1, 1), False)]
+        ("blur", (15, 15), (8, 8), (1, 1, 1, 1), (1, 1, 1, 1), False),
+    ]
 
 
 @pytest.mark.parametrize("size,used", [(32, (0, 0, 0, 0)), (33, (0, 1, 0, 1))])
@@ -189,12 +199,15 @@ def test_padding_audit_merges_an_explicit_pad(size, used):
 
 
 # -- coverage ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer,ratio", [
-    (nn.Conv2d(1, 1, 3, stride=2, padding=1), 4.0),   # kernel not divisible by stride: checkerboard
-    (nn.Conv2d(1, 1, 2, stride=2), 1.0),               # divisible: every pixel read once
-    (nn.MaxPool2d(2), 1.0),
-    (BlurPool2d(1, 3, stride=2), 4.0),
-])
+@pytest.mark.parametrize(
+    "layer,ratio",
+    [
+        (nn.Conv2d(1, 1, 3, stride=2, padding=1), 4.0),  # kernel not divisible by stride: checkerboard
+        (nn.Conv2d(1, 1, 2, stride=2), 1.0),  # divisible: every pixel read once
+        (nn.MaxPool2d(2), 1.0),
+        (BlurPool2d(1, 3, stride=2), 4.0),
+    ],
+)
 def test_coverage_interior_ratio(layer, ratio):
     cov, total_stride = coverage_map(layer, (1, 32, 32))
     assert total_stride == 2
@@ -260,12 +273,17 @@ def test_position_gap():
     assert position_gap(_AlwaysClass0(), (x, zeros), (x, zeros))["gap"] == 0.0
 
 
-@pytest.mark.parametrize("name,precision,peak", [
-    ("NVIDIA H100 80GB HBM3", "bf16-mixed", 989.4e12), ("NVIDIA H100 PCIe", "bf16-mixed", 756.0e12),
-    ("NVIDIA H200", "16-mixed", 989.4e12), ("NVIDIA A100-SXM4-80GB", "bf16-mixed", 312.0e12),
-    ("NVIDIA A100-SXM4-80GB", "32-true", 156.0e12),  # TF32 is PyTorch's default for convolutions
-    ("Some Future GPU", "bf16-mixed", None),
-])
+@pytest.mark.parametrize(
+    "name,precision,peak",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16-mixed", 989.4e12),
+        ("NVIDIA H100 PCIe", "bf16-mixed", 756.0e12),
+        ("NVIDIA H200", "16-mixed", 989.4e12),
+        ("NVIDIA A100-SXM4-80GB", "bf16-mixed", 312.0e12),
+        ("NVIDIA A100-SXM4-80GB", "32-true", 156.0e12),  # TF32 is PyTorch's default for convolutions
+        ("Some Future GPU", "bf16-mixed", None),
+    ],
+)
 def test_device_peak_flops_says_which_peak(monkeypatch, name, precision, peak):
     from stridelab.metrics import device_peak_flops
 
@@ -278,16 +296,18 @@ def test_device_peak_flops_says_which_peak(monkeypatch, name, precision, peak):
     assert device_peak_flops(torch.device("cpu"), precision) is None
 
 
-@pytest.mark.parametrize("downsample,padding", [("conv", "zeros"), ("blurpool", "reflect"), ("aps", "circular"),
-                                                ("lps", "partial")])
+@pytest.mark.parametrize(
+    "downsample,padding", [("conv", "zeros"), ("blurpool", "reflect"), ("aps", "circular"), ("lps", "partial")]
+)
 def test_inference_copy_folds_batchnorm_and_computes_the_same_function(downsample, padding):
     from stridelab.layers import PaddingSpec, create_downsample
     from stridelab.metrics.inference import inference_copy
     from stridelab.models import create_model
 
     torch.manual_seed(0)
-    net = create_model("resnet20", downsample=create_downsample(downsample), padding=PaddingSpec(padding),
-                       widths=(4, 8, 8)).double()
+    net = create_model(
+        "resnet20", downsample=create_downsample(downsample), padding=PaddingSpec(padding), widths=(4, 8, 8)
+    ).double()
     net = _randomise_bn(net, torch.Generator().manual_seed(2))
     fused = inference_copy(net)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())

@@ -12,14 +12,19 @@ from stridelab.models import MODEL_REGISTRY, check_geometry, create_model, trace
 # Final feature map (channels, size) on 32x32 inputs with `same` padding, per model.
 EXPECTED_FEATURES = {"simple_cnn": (128, 4), "resnet20": (64, 8), "allcnn_c": (10, 6), "redgreen_net": (64, 4)}
 # Spatial size after each stage.
-EXPECTED_STAGES = {"simple_cnn": [16, 8, 4], "resnet20": [32, 16, 8], "allcnn_c": [16, 8, 6],
-                   "redgreen_net": [16, 8, 4]}
+EXPECTED_STAGES = {
+    "simple_cnn": [16, 8, 4],
+    "resnet20": [32, 16, 8],
+    "allcnn_c": [16, 8, 6],
+    "redgreen_net": [16, 8, 4],
+}
 
 
 def build(name, downsample, mode="zeros", amount="same", **kw):
     torch.manual_seed(0)
-    return create_model(name, num_classes=10, downsample=create_downsample(downsample),
-                        padding=PaddingSpec(mode, amount), **kw)
+    return create_model(
+        name, num_classes=10, downsample=create_downsample(downsample), padding=PaddingSpec(mode, amount), **kw
+    )
 
 
 def test_registries_cover_the_issue():
@@ -45,8 +50,11 @@ def test_builds_with_expected_sizes(model, downsample, mode):
 
 def _leaf_outputs(net, x):
     outs = []
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: outs.append((n, o)))
-             for n, m in net.named_modules() if not list(m.children()) and n]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, n=n: outs.append((n, o)))
+        for n, m in net.named_modules()
+        if not list(m.children()) and n
+    ]
     net.eval()
     with torch.no_grad():
         net(x)
@@ -115,9 +123,9 @@ def test_trace_lists_layers():
 
 
 def test_param_counts_near_the_papers():
-    assert 0.26e6 < build("resnet20", "conv").num_params < 0.28e6      # He et al.: 0.27M
+    assert 0.26e6 < build("resnet20", "conv").num_params < 0.28e6  # He et al.: 0.27M
     allconv = build("allcnn_c", "conv", norm="none").num_params
-    assert 1.3e6 < allconv < 1.45e6                                     # Springenberg: ~1.4M
+    assert 1.3e6 < allconv < 1.45e6  # Springenberg: ~1.4M
 
 
 @pytest.mark.parametrize("downsample", ["maxpool", "strided"])

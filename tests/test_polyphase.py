@@ -103,7 +103,7 @@ def test_lps_in_training_mixes_with_gumbel_softmax_weights():
     assert lps.scorer.conv1.weight.grad is not None and lps.scorer.conv1.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("anneal,mid", [("exp", 0.1 ** 0.5), ("linear", 0.55), ("constant", 1.0)])
+@pytest.mark.parametrize("anneal,mid", [("exp", 0.1**0.5), ("linear", 0.55), ("constant", 1.0)])
 def test_lps_temperature_schedules(anneal, mid):
     lps = _lps(anneal=anneal, tau_start=1.0, tau_end=0.1)
     assert lps.temperature(0.0) == pytest.approx(1.0)
@@ -183,12 +183,19 @@ def test_training_anneals_the_lps_temperature():
     from stridelab.models import create_model
     from stridelab.training import Classifier
 
-    model = create_model("simple_cnn", num_classes=2, downsample=create_downsample("lps", tau_end=0.01),
-                         width=4, stages=1)
+    model = create_model(
+        "simple_cnn", num_classes=2, downsample=create_downsample("lps", tau_end=0.01), width=4, stages=1
+    )
     module = Classifier(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.01), channels_last=False)
     data = torch.utils.data.TensorDataset(torch.randn(16, 3, 8, 8), torch.randint(0, 2, (16,)))
-    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
     lps = next(m for m in model.modules() if isinstance(m, LearnablePolyphase))
     assert float(lps.tau) == pytest.approx(0.01 ** (3 / 4))  # the last step: 3 of 4 done

@@ -74,8 +74,9 @@ def test_coordinates_among_content_channels():
     # Content channels and the coordinates: the read-out finds the coordinates. Its tiny weights on the
     # content break the ties of a column, so SPC sits at the tie ceiling rather than at 1.
     torch.manual_seed(0)
-    model = Staged([("stage0", nn.Conv2d(3, 6, 3, padding=1, padding_mode="circular")),
-                    ("stage1", Coords())], 8).double()
+    model = Staged(
+        [("stage0", nn.Conv2d(3, 6, 3, padding=1, padding_mode="circular")), ("stage1", Coords())], 8
+    ).double()
     r = position_probe(model, _images(32, 8), ridge=1e-9)
     assert list(r.layers) == ["stage0", "stage1"] and r.layers["stage1"].shape == (8, 8, 8)
     assert abs(r.layers["stage0"].spc) < 0.1, "circular convolution of random images: no position"
@@ -90,11 +91,19 @@ class _ConvStages(Staged):
         torch.manual_seed(0)
 
         def stage():
-            return nn.Sequential(*[m for _ in range(2) for m in (
-                nn.Conv2d(width, width, 3, padding=1, padding_mode=padding_mode), nn.ReLU())])
+            return nn.Sequential(
+                *[
+                    m
+                    for _ in range(2)
+                    for m in (nn.Conv2d(width, width, 3, padding=1, padding_mode=padding_mode), nn.ReLU())
+                ]
+            )
 
-        super().__init__([(f"stage{i}", stage()) for i in range(3)], width,
-                         stem=nn.Conv2d(3, width, 3, padding=1, padding_mode=padding_mode))
+        super().__init__(
+            [(f"stage{i}", stage()) for i in range(3)],
+            width,
+            stem=nn.Conv2d(3, width, 3, padding=1, padding_mode=padding_mode),
+        )
 
 
 def test_circular_stride1_network_has_no_position_and_zero_padding_has():
@@ -170,8 +179,9 @@ def test_degenerate_cases():
     one = r.layers["stage1"]
     assert one.shape == (5, 1, 1) and all(math.isnan(v) for v in one.figures().values())
     assert math.isnan(r.spc) and math.isnan(r.mae)
-    row = position_probe(Staged([("stage0", Coords()), ("stage1", nn.AdaptiveAvgPool2d((1, 8)))], 5).double(),
-                         _images(8, 8)).features
+    row = position_probe(
+        Staged([("stage0", Coords()), ("stage1", nn.AdaptiveAvgPool2d((1, 8)))], 5).double(), _images(8, 8)
+    ).features
     assert row.spc_h > 0.99 and math.isnan(row.spc_v) and math.isnan(row.spc)
     with pytest.raises(ConfigError, match="at least 2 images"):
         position_probe(model, _images(1, 8))
@@ -222,18 +232,30 @@ class _Data:
 def test_suite_keys_and_models_without_stages():
     only_probe = [g for g in ("shift", "crop", "border", "audit", "coverage", "position", "cost")]
     suite = MeasurementSuite(skip=only_probe, probe_ridge=0.01)
-    out = suite.measure(Staged([("stage0", nn.Conv2d(3, 4, 3, padding=1)), ("stage1", Coords())], 6), _Data(),
-                        "cpu").metrics
+    out = suite.measure(
+        Staged([("stage0", nn.Conv2d(3, 4, 3, padding=1)), ("stage1", Coords())], 6), _Data(), "cpu"
+    ).metrics
     probe = {k for k in out if k.startswith("probe/")}
-    assert probe == {"probe/spc", "probe/mae", "probe/spc_h", "probe/spc_v", "probe/mae_h", "probe/mae_v",
-                     "probe/ridge", "probe/layer_stage0.spc", "probe/layer_stage0.mae",
-                     "probe/layer_stage1.spc", "probe/layer_stage1.mae"}
+    assert probe == {
+        "probe/spc",
+        "probe/mae",
+        "probe/spc_h",
+        "probe/spc_v",
+        "probe/mae_h",
+        "probe/mae_v",
+        "probe/ridge",
+        "probe/layer_stage0.spc",
+        "probe/layer_stage0.mae",
+        "probe/layer_stage1.spc",
+        "probe/layer_stage1.mae",
+    }
     assert out["probe/spc"] > 0.9 and out["probe/ridge"] == 0.01
     assert out["probe/spc"] == out["probe/layer_stage1.spc"]
     # The probe's pass gives shift and crop their reference logits: the same figures with or without it.
     net = _ConvStages("zeros")
-    figures = [MeasurementSuite(skip=skip).measure(net, _Data(), "cpu").metrics
-               for skip in (("cost",), ("cost", "probe"))]
+    figures = [
+        MeasurementSuite(skip=skip).measure(net, _Data(), "cpu").metrics for skip in (("cost",), ("cost", "probe"))
+    ]
     for key in ("shift/circular_logit_change", "shift/circular_consistency", "crop/acc_at_+0", "crop/consistency"):
         assert figures[0][key] == figures[1][key], key
     assert "probe/spc" in figures[0] and "probe/spc" not in figures[1]
@@ -257,9 +279,21 @@ def test_trained_zero_padded_network_encodes_more_position_than_circular(tmp_pat
 
     found = {}
     for pad in ("zeros", "circular"):
-        cfg = compose(["experiment=smoke", "model.width=8", f"padding={pad}", "logger=csv", "seed=0",
-                       "data.train_size=2048", "data.limit_train=2048", "data.test_size=256", "trainer.max_epochs=2",
-                       "metrics.skip=[shift,crop,border,audit,coverage,position,cost]"], tmp_path / pad)
+        cfg = compose(
+            [
+                "experiment=smoke",
+                "model.width=8",
+                f"padding={pad}",
+                "logger=csv",
+                "seed=0",
+                "data.train_size=2048",
+                "data.limit_train=2048",
+                "data.test_size=256",
+                "trainer.max_epochs=2",
+                "metrics.skip=[shift,crop,border,audit,coverage,position,cost]",
+            ],
+            tmp_path / pad,
+        )
         found[pad] = run(cfg)
         assert found[pad]["train/steps"] == 64 and found[pad]["test/acc"] > 0.2, "trained beyond chance (0.1)"
     zeros, circular = found["zeros"]["probe/spc"], found["circular"]["probe/spc"]

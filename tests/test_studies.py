@@ -34,8 +34,19 @@ def test_grid_aggregates_reports_failures_and_resumes(tmp_path):
     assert all(len(n) <= 120 for n in names)  # long override lists are cut and made unique with a hash
     assert "| conv | 2 |" in first.stdout and "study tables and plots in" in first.stdout
     # A run forced to fail (its loss becomes NaN), in the same sweep folder: recorded, the sweep goes on.
-    bad = run_cli(["-m", *TINY, NO_SUITE, "downsample=conv", "seed=0", "optimizer.lr=1e30", "scheduler=constant",
-                   f"hydra.sweep.dir={sweep}"], tmp_path)
+    bad = run_cli(
+        [
+            "-m",
+            *TINY,
+            NO_SUITE,
+            "downsample=conv",
+            "seed=0",
+            "optimizer.lr=1e30",
+            "scheduler=constant",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
     assert bad.returncode == 0, bad.stderr[-3000:]
     rows = {(r["downsample"], r.get("optimizer.lr", "")): r for r in csv.DictReader((sweep / "summary.csv").open())}
     ok_rows = [r for r in rows.values() if r["n_seeds"] == "2"]
@@ -55,8 +66,9 @@ def test_grid_aggregates_reports_failures_and_resumes(tmp_path):
 
 def _study_cli(args, cwd):
     env = {**os.environ, "STRIDELAB_ROOT": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "stridelab.study", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "stridelab.study", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_study_file_runs_its_grids_and_resumes(tmp_path):
@@ -67,11 +79,11 @@ reference:
   conv: 12.3
 grids:
   a:
-    overrides: [{', '.join(TINY)}, "{NO_SUITE}"]
+    overrides: [{", ".join(TINY)}, "{NO_SUITE}"]
     params:
       downsample: conv,maxpool
   b:
-    overrides: [{', '.join(TINY)}, "{NO_SUITE}"]
+    overrides: [{", ".join(TINY)}, "{NO_SUITE}"]
     params:
       padding: zeros,reflect
 """)
@@ -134,8 +146,11 @@ def test_dry_run_composes_and_builds_every_run_of_the_shift_invariance_study():
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_launchers_complete_a_two_run_grid(tmp_path, launcher):
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", f"launcher={launcher}", *TINY, NO_SUITE, "downsample=conv,maxpool", f"hydra.sweep.dir={sweep}"],
-                   tmp_path, timeout=300)
+    proc = run_cli(
+        ["-m", f"launcher={launcher}", *TINY, NO_SUITE, "downsample=conv,maxpool", f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = [m for m in _metrics(sweep).values()]
     assert sorted(m["downsample"] for m in metrics) == ["conv", "maxpool"]
@@ -147,9 +162,20 @@ def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path):
     """trainer=ddp on 2 CPU processes (gloo) inside a Hydra multirun: Lightning's workers must join
     their own job, not start the sweep again; only rank 0 writes results."""
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", *TINY, "metrics.skip=[shift,border,audit,coverage,cost]", "trainer=ddp",
-                    "trainer.accelerator=cpu", "trainer.devices=2",
-                    "downsample=conv,maxpool", f"hydra.sweep.dir={sweep}"], tmp_path, timeout=300)
+    proc = run_cli(
+        [
+            "-m",
+            *TINY,
+            "metrics.skip=[shift,border,audit,coverage,cost]",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "downsample=conv,maxpool",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = list(_metrics(sweep).values())
     assert sorted(m["downsample"] for m in metrics) == ["conv", "maxpool"], "each job ran exactly once"
@@ -169,8 +195,13 @@ def test_ctrl_c_keeps_finished_runs_and_the_aggregate_computable(tmp_path):
     sweep = tmp_path / "sweep"
     grid = ["-m", *TINY, NO_SUITE, "downsample=conv,maxpool,avgpool", f"hydra.sweep.dir={sweep}"]
     env = {**os.environ, "STRIDELAB_ROOT": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "stridelab.train", *grid], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stridelab.train", *grid],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while time.time() < deadline:  # wait for the first run to finish, then press Ctrl-C
         if any(m.get("status") == "ok" for m in _metrics(sweep).values()):

@@ -17,8 +17,16 @@ from stridelab.errors import ConfigError
 from stridelab.train import run
 from stridelab.training.results import RunResults
 
-QUICK = ["trainer=cpu", "data=shapes10", "data.train_size=1500", "data.val_size=200", "data.test_size=500",
-         "data.batch_size=64", "model.width=16", "trainer.max_epochs=3"]
+QUICK = [
+    "trainer=cpu",
+    "data=shapes10",
+    "data.train_size=1500",
+    "data.val_size=200",
+    "data.test_size=500",
+    "data.batch_size=64",
+    "model.width=16",
+    "trainer.max_epochs=3",
+]
 
 
 def only_run_dir(root):
@@ -36,20 +44,38 @@ def test_cli_trains_learns_and_writes_results(tmp_path):
     assert metrics["test/acc"] > 0.3, "10 classes: chance is 0.1"
     for key in ("test/loss", "model/params", "val/acc", "train/loss", "time/fit_s"):
         assert isinstance(metrics[key], (int, float)), key
-    assert (metrics["downsample"], metrics["padding"], metrics["model"], metrics["data"], metrics["seed"]) == \
-        ("blurpool", "reflect", "simple_cnn", "shapes10", 0)
+    assert (metrics["downsample"], metrics["padding"], metrics["model"], metrics["data"], metrics["seed"]) == (
+        "blurpool",
+        "reflect",
+        "simple_cnn",
+        "shapes10",
+        0,
+    )
     assert "name: blurpool" in (run_dir / "config.yaml").read_text()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents*"))
     state = torch.load(run_dir / "model.pt", weights_only=True)
-    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) \
+    assert (
+        sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k)
         == metrics["model/params"]
+    )
     assert "results in" in proc.stdout and "test/acc=" in proc.stdout
 
 
 def test_redgreen_reports_both_test_sets(tmp_path):
-    cfg = compose(["experiment=redgreen", "trainer=cpu", "trainer.max_epochs=1", "data.train_size=200",
-                   "data.val_size=100", "data.test_size=100", "data.batch_size=50", "logger=csv",
-                   "save_weights=false"], tmp_path)
+    cfg = compose(
+        [
+            "experiment=redgreen",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            "data.train_size=200",
+            "data.val_size=100",
+            "data.test_size=100",
+            "data.batch_size=50",
+            "logger=csv",
+            "save_weights=false",
+        ],
+        tmp_path,
+    )
     metrics = run(cfg)
     assert metrics["status"] == "ok" and metrics["model"] == "redgreen_net" and metrics["data"] == "redgreen"
     for key in ("test/acc", "test_dissimilar/acc", "position/gap", "position/similar_acc"):
@@ -76,12 +102,15 @@ def test_config_hash_ignores_paths_but_not_variants(tmp_path):
     assert config_hash(a) == config_hash(b) != config_hash(c)
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["downsample=lanczos"], "Available options in 'downsample'"),
-    (["padding.mode=mirror"], "Unknown padding mode 'mirror'. Valid padding mode values are: zeros, reflect"),
-    (["model.stages=6"], "layer 'stages.stage5.down.conv'"),
-    (["data=cifar10", "data.download=false"], "data=shapes10 and data=redgreen"),
-])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["downsample=lanczos"], "Available options in 'downsample'"),
+        (["padding.mode=mirror"], "Unknown padding mode 'mirror'. Valid padding mode values are: zeros, reflect"),
+        (["model.stages=6"], "layer 'stages.stage5.down.conv'"),
+        (["data=cifar10", "data.download=false"], "data=shapes10 and data=redgreen"),
+    ],
+)
 def test_bad_input_fails_with_a_clear_message(tmp_path, args, expect):
     t0 = time.perf_counter()
     proc = run_cli(["experiment=smoke", *args], tmp_path, timeout=120)
@@ -95,8 +124,10 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, args, expect):
 
 
 def test_run_ids_differ_between_processes():
-    code = "from stridelab.config import register_resolvers as r; from omegaconf import OmegaConf as O; r(); " \
-           "print(O.create({'a': '${stridelab.uid:}'}).a)"
+    code = (
+        "from stridelab.config import register_resolvers as r; from omegaconf import OmegaConf as O; r(); "
+        "print(O.create({'a': '${stridelab.uid:}'}).a)"
+    )
     ids = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout for _ in range(3)}
     assert len(ids) == 3
 
@@ -120,7 +151,6 @@ def test_unknown_model_option_is_a_config_error():
 
     with pytest.raises(ConfigError, match="simple_cnn"):
         create_model("vgg99")
-
 
 
 def test_tally_sums_on_the_device_and_counts_on_the_host():
@@ -151,8 +181,17 @@ def test_step_loss_is_logged_exactly_when_lightning_writes_step_metrics(tmp_path
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.seen.append((pl_module._logging_step(), trainer._logger_connector.should_update_logs))
 
-    cfg = compose(["experiment=smoke", "data=shapes10", "logger=csv", "trainer.log_every_n_steps=3",
-                   "+trainer.limit_val_batches=0", "~metrics"], tmp_path)
+    cfg = compose(
+        [
+            "experiment=smoke",
+            "data=shapes10",
+            "logger=csv",
+            "trainer.log_every_n_steps=3",
+            "+trainer.limit_val_batches=0",
+            "~metrics",
+        ],
+        tmp_path,
+    )
     agree = Agree()
     parts = build_run(cfg, callbacks=[agree])
     parts.trainer.fit(parts.module, datamodule=parts.datamodule)

@@ -46,8 +46,10 @@ def check_data_on_disk(data_cfg: DictConfig) -> None:
     data fails at once, before torch and Lightning are imported."""
     from stridelab.data import cifar10
 
-    on_disk = {"stridelab.data.Cifar10DataModule": cifar10.ensure_available,
-               "stridelab.data.datamodule.Cifar10DataModule": cifar10.ensure_available}
+    on_disk = {
+        "stridelab.data.Cifar10DataModule": cifar10.ensure_available,
+        "stridelab.data.datamodule.Cifar10DataModule": cifar10.ensure_available,
+    }
     check = on_disk.get(data_cfg.get("_target_"))
     if check is not None:
         check(data_cfg.root, data_cfg.download)
@@ -101,9 +103,13 @@ def build_data_and_model(cfg: DictConfig):
     """The data module (data loaded, so missing data fails here) and the model of a run's config."""
     datamodule = instantiate_checked(cfg.data)
     datamodule.load()  # fail fast on missing data, before anything else is built
-    model = instantiate_checked(cfg.model, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans,
-                                downsample=instantiate_checked(cfg.downsample),
-                                padding=instantiate_checked(cfg.padding))
+    model = instantiate_checked(
+        cfg.model,
+        num_classes=datamodule.num_classes,
+        in_chans=datamodule.in_chans,
+        downsample=instantiate_checked(cfg.downsample),
+        padding=instantiate_checked(cfg.padding),
+    )
     return datamodule, model
 
 
@@ -122,16 +128,25 @@ def build_run(cfg: DictConfig, callbacks=()) -> RunParts:
     datamodule, model = build_data_and_model(cfg)
     feature_shape = check_geometry(model, datamodule.input_shape)
     suite = instantiate_checked(cfg.metrics) if cfg.get("metrics") else None
-    module = instantiate_checked(cfg.module, model=model, optimizer=instantiate(cfg.optimizer),
-                                 scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-                                 eval_names=datamodule.test_names)
+    module = instantiate_checked(
+        cfg.module,
+        model=model,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        eval_names=datamodule.test_names,
+    )
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     timer = TrainThroughput(suite.warmup_steps if suite else 5)
     all_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     all_callbacks += [timer, *callbacks]
     share = take_share(str(cfg.trainer.get("accelerator", "auto")))
-    trainer = instantiate_checked(cfg.trainer, logger=loggers or False, callbacks=all_callbacks,
-                                  precision=resolve_precision(cfg.trainer.get("precision", "fast")), **share)
+    trainer = instantiate_checked(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=all_callbacks,
+        precision=resolve_precision(cfg.trainer.get("precision", "fast")),
+        **share,
+    )
     return RunParts(datamodule, model, module, trainer, timer, suite, loggers, tuple(feature_shape))
 
 

@@ -17,8 +17,17 @@ CONFIG_DIR = Path(os.environ.get("STRIDELAB_CONFIG_DIR", Path(__file__).resolve(
 # Config keys that say where and how results are written, not what is trained: left out of a run's
 # config_hash (resume) and of the settings that tell variants apart (aggregation). The measurement
 # suite's knobs are among them: stridelab.evaluate re-measures without retraining.
-NON_IDENTITY_KEYS = ("paths", "hydra", "trainer.default_root_dir", "logger", "callbacks", "metrics", "resume",
-                     "resume_dir", "save_weights")
+NON_IDENTITY_KEYS = (
+    "paths",
+    "hydra",
+    "trainer.default_root_dir",
+    "logger",
+    "callbacks",
+    "metrics",
+    "resume",
+    "resume_dir",
+    "save_weights",
+)
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -20,8 +20,10 @@ from omegaconf import OmegaConf
 from stridelab.config import CONFIG_DIR, register_resolvers, resolve_precision
 from stridelab.errors import ConfigError, DataError, StridelabError
 
-USAGE = ("usage: python -m stridelab.evaluate ckpt=RUN_DIR/model.pt [device=auto|cpu|cuda] "
-         "[precision=fast|32-true|bf16-mixed] [metrics.subset_size=N ...]")
+USAGE = (
+    "usage: python -m stridelab.evaluate ckpt=RUN_DIR/model.pt [device=auto|cpu|cuda] "
+    "[precision=fast|32-true|bf16-mixed] [metrics.subset_size=N ...]"
+)
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -48,11 +50,15 @@ def _locate(ckpt: str) -> tuple[Path, Path]:
     weights = path / "model.pt" if path.is_dir() else path
     run_dir = weights.parent
     if not weights.is_file():
-        raise DataError(f"No weights at {weights}. Pass ckpt= the model.pt of a finished run (runs write it "
-                        "unless save_weights=false), or its run folder.")
+        raise DataError(
+            f"No weights at {weights}. Pass ckpt= the model.pt of a finished run (runs write it "
+            "unless save_weights=false), or its run folder."
+        )
     if not (run_dir / "config.yaml").is_file():
-        raise DataError(f"No config.yaml next to {weights}: the model cannot be rebuilt without the run's "
-                        "config. Keep model.pt inside the run folder stridelab.train wrote.")
+        raise DataError(
+            f"No config.yaml next to {weights}: the model cannot be rebuilt without the run's "
+            "config. Keep model.pt inside the run folder stridelab.train wrote."
+        )
     return weights, run_dir
 
 
@@ -68,7 +74,9 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
     register_resolvers()
     cfg = OmegaConf.load(run_dir / "config.yaml")
     base = OmegaConf.load(CONFIG_DIR / "metrics" / "default.yaml")
-    cfg.metrics = OmegaConf.merge(base, cfg.get("metrics") or {}, OmegaConf.from_dotlist(list(metric_overrides)).get("metrics", {}))
+    cfg.metrics = OmegaConf.merge(
+        base, cfg.get("metrics") or {}, OmegaConf.from_dotlist(list(metric_overrides)).get("metrics", {})
+    )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_data_on_disk(cfg.data)
@@ -78,9 +86,11 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as err:
-        raise DataError(f"{weights} does not hold this run's weights ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0]}). It must be the state_dict the run wrote; was the file "
-                        "replaced or the config edited?") from None
+        raise DataError(
+            f"{weights} does not hold this run's weights ({type(err).__name__}: "
+            f"{str(err).splitlines()[0]}). It must be the state_dict the run wrote; was the file "
+            "replaced or the config edited?"
+        ) from None
     model.to(device)
     if cfg.get("module", {}).get("channels_last", True):
         model.to(memory_format=torch.channels_last)
@@ -99,10 +109,17 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
     for key in keep:
         fresh.pop(key, None)
     # The previous measurement goes entirely (other knobs may have written other keys).
-    results.data = {k: v for k, v in results.data.items()
-                    if k in keep or k.split("/")[0] not in (*SUITE_PREFIXES, "evaluate")}
-    results.update(fresh, **{"evaluate/device": str(device), "evaluate/precision": precision,
-                             "evaluate/seconds": time.perf_counter() - t0})
+    results.data = {
+        k: v for k, v in results.data.items() if k in keep or k.split("/")[0] not in (*SUITE_PREFIXES, "evaluate")
+    }
+    results.update(
+        fresh,
+        **{
+            "evaluate/device": str(device),
+            "evaluate/precision": precision,
+            "evaluate/seconds": time.perf_counter() - t0,
+        },
+    )
     results.write()
     measurement.save(run_dir)
     try:
@@ -126,8 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     except StridelabError as err:
         print(f"\nstridelab: error: {err}\n", file=sys.stderr)
         return 2
-    keys = ("shift/circular_consistency", "shift/circular_logit_change", "crop/consistency", "border/deviation",
-            "audit/uneven_layers", "coverage/interior_ratio", "position/gap", "probe/spc", "cost/infer_images_per_s")
+    keys = (
+        "shift/circular_consistency",
+        "shift/circular_logit_change",
+        "crop/consistency",
+        "border/deviation",
+        "audit/uneven_layers",
+        "coverage/interior_ratio",
+        "position/gap",
+        "probe/spc",
+        "cost/infer_images_per_s",
+    )
     print("stridelab: " + "  ".join(f"{k}={data[k]:.4g}" for k in keys if isinstance(data.get(k), (int, float))))
     print(f"stridelab: measurements merged into {Path(data.get('run_dir', '.')) / 'metrics.json'}")
     return 0

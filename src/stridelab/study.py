@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             print("stridelab: error: --out needs a folder", file=sys.stderr)
             return 2
         out = argv[i + 1]
-        del argv[i:i + 2]
+        del argv[i : i + 2]
     from stridelab.studies.runner import run_study
 
     try:
@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nstridelab: error: {err}\n", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nstridelab: interrupted. Finished runs are kept; run the same command again to resume.",
-              file=sys.stderr)
+        print(
+            "\nstridelab: interrupted. Finished runs are kept; run the same command again to resume.", file=sys.stderr
+        )
         return 130
     return 0
 

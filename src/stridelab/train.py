@@ -29,8 +29,14 @@ register_resolvers()
 log = logging.getLogger("stridelab")
 
 # The suite's headline figures, printed after a run (all of them: metrics.json, docs/metrics.md).
-SUMMARY_KEYS = ("shift/circular_consistency", "crop/consistency", "border/deviation", "position/gap",
-                "probe/spc", "cost/train_images_per_s")
+SUMMARY_KEYS = (
+    "shift/circular_consistency",
+    "crop/consistency",
+    "border/deviation",
+    "position/gap",
+    "probe/spc",
+    "cost/train_images_per_s",
+)
 
 
 def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=()) -> dict:
@@ -43,8 +49,9 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
     out.mkdir(parents=True, exist_ok=True)
     rank_zero = is_rank_zero()
     env_before = ddp_environment()
-    results = RunResults(out / "metrics.json", write=rank_zero, **variant_fields(cfg),
-                         config_hash=config_hash(cfg), run_dir=str(out))
+    results = RunResults(
+        out / "metrics.json", write=rank_zero, **variant_fields(cfg), config_hash=config_hash(cfg), run_dir=str(out)
+    )
     t0 = time.perf_counter()
     try:
         if rank_zero:
@@ -56,10 +63,15 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
         parts = build_run(cfg, callbacks)
         datamodule, model, trainer, suite = parts.datamodule, parts.model, parts.trainer, parts.suite
         results.update({f"data/{k}": v for k, v in datamodule.load().info.items() if k.endswith("_size")})
-        results.update({"model/params": sum(p.numel() for p in model.parameters()),
-                        "model/feature_shape": "x".join(map(str, parts.feature_shape))})
-        results.update({"trainer/precision": str(trainer.precision),
-                        "trainer/device": str(trainer.strategy.root_device)})
+        results.update(
+            {
+                "model/params": sum(p.numel() for p in model.parameters()),
+                "model/feature_shape": "x".join(map(str, parts.feature_shape)),
+            }
+        )
+        results.update(
+            {"trainer/precision": str(trainer.precision), "trainer/device": str(trainer.strategy.root_device)}
+        )
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
@@ -68,8 +80,14 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
             trainer.fit(parts.module, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt
-        results.update({"time/fit_s": time.perf_counter() - t_fit, "train/steps": trainer.global_step,
-                        "train/epochs": trainer.current_epoch, "trainer/world_size": trainer.world_size})
+        results.update(
+            {
+                "time/fit_s": time.perf_counter() - t_fit,
+                "train/steps": trainer.global_step,
+                "train/epochs": trainer.current_epoch,
+                "trainer/world_size": trainer.world_size,
+            }
+        )
         results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
         trainer.test(parts.module, datamodule=datamodule, verbose=False)
         results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
@@ -81,9 +99,14 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
         if suite is not None:
             log.info("measuring (shift, crop, border, padding audit, coverage, position, probe, cost) ...")
             t_measure = time.perf_counter()
-            measurement = suite.measure(model, datamodule, device=trainer.strategy.root_device,
-                                        precision=str(trainer.precision), fit_window=parts.timer.window,
-                                        eval_window=parts.timer.eval_window)
+            measurement = suite.measure(
+                model,
+                datamodule,
+                device=trainer.strategy.root_device,
+                precision=str(trainer.precision),
+                fit_window=parts.timer.window,
+                eval_window=parts.timer.eval_window,
+            )
             measurement.save(out)  # its figures are part of what the suite costs
             results.update(measurement.metrics)
             results.update({"time/measure_s": time.perf_counter() - t_measure})
@@ -115,9 +138,15 @@ def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
     final_groups = ("test", "test_dissimilar", "val", "train", *METRIC_GROUPS)
     hparams = {k: metrics[k] for k in ("model", "downsample", "padding", "padding_amount", "data", "seed")}
     # Per-layer and per-shift figures stay scalars: they differ between models and would crowd the table.
-    finals = {k: v for k, v in metrics.items() if "/" in k and isinstance(v, (int, float))
-              and not isinstance(v, bool) and k.split("/")[0] in final_groups
-              and not k.startswith(("border/layer_", "probe/layer_", "crop/acc_at_"))}
+    finals = {
+        k: v
+        for k, v in metrics.items()
+        if "/" in k
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and k.split("/")[0] in final_groups
+        and not k.startswith(("border/layer_", "probe/layer_", "crop/acc_at_"))
+    }
     for lg in loggers:
         if isinstance(lg, TensorBoardLogger):
             if measurement is not None:

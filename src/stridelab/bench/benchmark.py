@@ -52,9 +52,17 @@ class BenchOptions:
 
 def quick_options(**changes) -> BenchOptions:
     """Tiny sizes for the smoke test: seconds, not minutes."""
-    base = dict(repeats=1, steps=2, warmup=1, workers=[0], baseline_repeats=1, train_size=640, test_size=256,
-                quick=True,
-                overrides=["data.batch_size=64", "data.val_size=128", "data.eval_batch_size=128", "metrics=quick"])
+    base = dict(
+        repeats=1,
+        steps=2,
+        warmup=1,
+        workers=[0],
+        baseline_repeats=1,
+        train_size=640,
+        test_size=256,
+        quick=True,
+        overrides=["data.batch_size=64", "data.val_size=128", "data.eval_batch_size=128", "metrics=quick"],
+    )
     base.update(changes)
     return BenchOptions(**base)
 
@@ -62,7 +70,6 @@ def quick_options(**changes) -> BenchOptions:
 def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -77,12 +84,21 @@ def machine() -> dict:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cores": available_cores(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version()}
+    info = {
+        "cpu": cpu,
+        "cores": available_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda)
     return info
@@ -94,13 +110,18 @@ def _progress(msg: str) -> None:
 
 def _summary(timings: list) -> dict:
     ips = [t.images_per_s for t in timings]
-    return {"images_per_s": statistics.median(ips), "images_per_s_repeats": ips,
-            "step_ms": 1000 * statistics.median(t.seconds / t.steps for t in timings),
-            # The first repeat's: a cold start. With module.compile=true it holds the compile time;
-            # later repeats (and paths timed after it) reuse the process's compiled code.
-            "first_step_s": timings[0].first_step_s, "first_step_s_repeats": [t.first_step_s for t in timings],
-            "setup_s": statistics.median(t.setup_s for t in timings), "timed_steps": timings[0].steps,
-            **_syncs(timings)}
+    return {
+        "images_per_s": statistics.median(ips),
+        "images_per_s_repeats": ips,
+        "step_ms": 1000 * statistics.median(t.seconds / t.steps for t in timings),
+        # The first repeat's: a cold start. With module.compile=true it holds the compile time;
+        # later repeats (and paths timed after it) reuse the process's compiled code.
+        "first_step_s": timings[0].first_step_s,
+        "first_step_s_repeats": [t.first_step_s for t in timings],
+        "setup_s": statistics.median(t.setup_s for t in timings),
+        "timed_steps": timings[0].steps,
+        **_syncs(timings),
+    }
 
 
 def _syncs(timings: list) -> dict:
@@ -108,8 +129,10 @@ def _syncs(timings: list) -> dict:
     counted = [t.extra for t in timings if "syncs_per_step" in t.extra]
     if not counted:
         return {}
-    return {"syncs_per_step": statistics.median(e["syncs_per_step"] for e in counted),
-            "sync_sites": sorted({site for e in counted for site in e["sync_sites"]})}
+    return {
+        "syncs_per_step": statistics.median(e["syncs_per_step"] for e in counted),
+        "sync_sites": sorted({site for e in counted for site in e["sync_sites"]}),
+    }
 
 
 def run_benchmark(opts: BenchOptions) -> dict:
@@ -140,9 +163,18 @@ def run_benchmark(opts: BenchOptions) -> dict:
         counter = iter(range(10**6))
 
         def config(extra: list[str]):
-            return compose(["data=cifar10", f"data.root={tmp / 'cifar10'}", "data.download=false",
-                            f"paths.root_dir={tmp}", f"paths.output_dir={tmp / f'run{next(counter)}'}",
-                            *PRESETS[preset], *opts.overrides, *extra])
+            return compose(
+                [
+                    "data=cifar10",
+                    f"data.root={tmp / 'cifar10'}",
+                    "data.download=false",
+                    f"paths.root_dir={tmp}",
+                    f"paths.output_dir={tmp / f'run{next(counter)}'}",
+                    *PRESETS[preset],
+                    *opts.overrides,
+                    *extra,
+                ]
+            )
 
         cfg = config([])
         datamodule, model = build_data_and_model(cfg)
@@ -169,8 +201,11 @@ def run_benchmark(opts: BenchOptions) -> dict:
 
         runners = {"bare+stridelab": paired}
         for w in workers:
-            runners[f"torchvision_w{w}"] = (lambda w=w: {f"torchvision_w{w}": paths.torchvision_loader(
-                model, optimizer, dataset, batch, w, device, opts.steps, opts.warmup, **common)})
+            runners[f"torchvision_w{w}"] = lambda w=w: {
+                f"torchvision_w{w}": paths.torchvision_loader(
+                    model, optimizer, dataset, batch, w, device, opts.steps, opts.warmup, **common
+                )
+            }
         timings: dict[str, list] = {"bare": [], "stridelab": [], **{f"torchvision_w{w}": [] for w in workers}}
         names = list(runners)
         for r in range(opts.repeats):
@@ -186,13 +221,25 @@ def run_benchmark(opts: BenchOptions) -> dict:
                     _progress(f"repeat {r + 1}/{opts.repeats}  {path:<16} {t.images_per_s:10.0f} images/s")
 
         result = {
-            "machine": machine(), "preset": preset, "quick": opts.quick,
+            "machine": machine(),
+            "preset": preset,
+            "quick": opts.quick,
             "overrides": [*PRESETS[preset], *opts.overrides],
-            "setup": {"model": cfg.model._target_.rsplit(".", 1)[-1], "batch_size": batch, "device": str(device),
-                      "precision": precision, "channels_last": channels_last, "compile": compile_model,
-                      "steps": opts.steps, "warmup": opts.warmup, "repeats": opts.repeats, "block": opts.block,
-                      "baseline_repeats": min(opts.baseline_repeats, opts.repeats), "workers": workers,
-                      "train_flops_per_image": cost.count_flops(model, datamodule.input_shape, train=True)},
+            "setup": {
+                "model": cfg.model._target_.rsplit(".", 1)[-1],
+                "batch_size": batch,
+                "device": str(device),
+                "precision": precision,
+                "channels_last": channels_last,
+                "compile": compile_model,
+                "steps": opts.steps,
+                "warmup": opts.warmup,
+                "repeats": opts.repeats,
+                "block": opts.block,
+                "baseline_repeats": min(opts.baseline_repeats, opts.repeats),
+                "workers": workers,
+                "train_flops_per_image": cost.count_flops(model, datamodule.input_shape, train=True),
+            },
             "paths": {name: _summary(ts) for name, ts in timings.items()},
         }
         peak = cost.device_peak_flops(device, precision)
@@ -203,13 +250,15 @@ def run_benchmark(opts: BenchOptions) -> dict:
         result["ratios"] = _ratios(timings)
         for name, ts in timings.items():
             result["paths"][name]["vs_bare"] = statistics.median(
-                x.images_per_s / y.images_per_s for x, y in zip(ts, timings["bare"]))
+                x.images_per_s / y.images_per_s for x, y in zip(ts, timings["bare"])
+            )
 
         if opts.run_costs:
             result["run_cost"] = _run_costs(config, batch, opts)
         if opts.demo:
-            demo = (["experiment=smoke", "data.train_size=512", "data.test_size=256"] if opts.quick
-                    else ["experiment=demo"])
+            demo = (
+                ["experiment=smoke", "data.train_size=512", "data.test_size=256"] if opts.quick else ["experiment=demo"]
+            )
             _progress(f"a standard run ({demo[0]}) with the measurement suite ...")
             t0 = time.perf_counter()
             demo_cfg = compose([f"paths.root_dir={tmp}", f"paths.output_dir={tmp / 'demo'}", *demo])
@@ -239,16 +288,21 @@ def _run_costs(config, batch: int, opts: BenchOptions) -> dict:
 def _ratios(timings: dict[str, list]) -> dict:
     """Medians over repeats of the per-repeat ratios (each repeat's paths ran minutes apart at most;
     a baseline, timed in the first repeats only, is paired with those)."""
+
     def ratio(a: str, b: str) -> float:
         return statistics.median(x.images_per_s / y.images_per_s for x, y in zip(timings[a], timings[b]))
 
     tv = {k: statistics.median(t.images_per_s for t in v) for k, v in timings.items() if k.startswith("torchvision")}
     best_tv = max(tv, key=tv.get)
-    return {"stridelab_vs_bare": ratio("stridelab", "bare"),
-            "stridelab_vs_bare_repeats": [x.images_per_s / y.images_per_s
-                                          for x, y in zip(timings["stridelab"], timings["bare"])],
-            "torchvision_vs_bare": ratio(best_tv, "bare"), "torchvision_best": best_tv,
-            "stridelab_vs_torchvision": ratio("stridelab", best_tv)}
+    return {
+        "stridelab_vs_bare": ratio("stridelab", "bare"),
+        "stridelab_vs_bare_repeats": [
+            x.images_per_s / y.images_per_s for x, y in zip(timings["stridelab"], timings["bare"])
+        ],
+        "torchvision_vs_bare": ratio(best_tv, "bare"),
+        "torchvision_best": best_tv,
+        "stridelab_vs_torchvision": ratio("stridelab", best_tv),
+    }
 
 
 def bars(result: dict) -> list[dict]:
@@ -258,11 +312,23 @@ def bars(result: dict) -> list[dict]:
     ratios, out = result["ratios"], []
     step_ok = gpu or result["paths"]["bare"]["step_ms"] >= CPU_STEP_FLOOR_MS
     applies = not result["quick"]
-    out.append({"bar": f"stridelab / bare >= {0.90 if gpu else 0.95:.2f}", "value": ratios["stridelab_vs_bare"],
-                "met": ratios["stridelab_vs_bare"] >= (0.90 if gpu else 0.95), "applies": applies and step_ok})
+    out.append(
+        {
+            "bar": f"stridelab / bare >= {0.90 if gpu else 0.95:.2f}",
+            "value": ratios["stridelab_vs_bare"],
+            "met": ratios["stridelab_vs_bare"] >= (0.90 if gpu else 0.95),
+            "applies": applies and step_ok,
+        }
+    )
     if not gpu:
-        out.append({"bar": "stridelab / torchvision >= 1.5", "value": ratios["stridelab_vs_torchvision"],
-                    "met": ratios["stridelab_vs_torchvision"] >= 1.5, "applies": applies})
+        out.append(
+            {
+                "bar": "stridelab / torchvision >= 1.5",
+                "value": ratios["stridelab_vs_torchvision"],
+                "met": ratios["stridelab_vs_torchvision"] >= 1.5,
+                "applies": applies,
+            }
+        )
     if "run_cost" in result and not gpu:
         v = result["run_cost"]["fixed_s"]
         out.append({"bar": "fixed cost per run in a sweep <= 1 s", "value": v, "met": v <= 1.0, "applies": applies})

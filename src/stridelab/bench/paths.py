@@ -72,8 +72,15 @@ def _prepared(model: nn.Module, device: torch.device, channels_last: bool, compi
     return torch.compile(net) if compile else net
 
 
-def bare_step(model: nn.Module, optimizer, images: torch.Tensor, labels: torch.Tensor, amp_dtype=None,
-              channels_last: bool = True, compile: bool = False):
+def bare_step(
+    model: nn.Module,
+    optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    amp_dtype=None,
+    channels_last: bool = True,
+    compile: bool = False,
+):
     """The model-only ceiling: :func:`stridelab.metrics.cost.training_step` on one fixed, normalised
     batch on the device, on a fresh copy of ``model`` (``optimizer``: a factory). Returns the step
     closure and the seconds its set-up took."""
@@ -147,8 +154,9 @@ class _PairedWindows(L.Callback):
         if self.done == self.warmup:
             self.bare_first_step_s = _time_steps(self.bare, 0, device, 0, self.warmup).first_step_s
             self.fit.open()
-        elif self.done > self.warmup and ((self.done - self.warmup) % self.block == 0
-                                          or self.done == self.warmup + self.steps):
+        elif self.done > self.warmup and (
+            (self.done - self.warmup) % self.block == 0 or self.done == self.warmup + self.steps
+        ):
             self.fit.close()
             n = min(self.block, self.steps - self.ref.steps)
             self.ref.open()
@@ -193,14 +201,18 @@ def stridelab_path(cfg, steps: int, warmup: int, bare=None, block: int = 5) -> t
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         parts.trainer.fit(parts.module, datamodule=parts.datamodule)
     if clock.fit is None or clock.fit.steps < steps:
-        raise RuntimeError(f"the stridelab path ran {clock.done} steps, not {warmup + steps}: the training "
-                           "set is too small for the benchmark's steps (use more data or fewer --steps).")
-    fit = Timing(clock.fit.images, clock.fit.seconds, clock.fit.steps, clock.first_step_s,
-                 setup_s=clock.t_first - t0)
+        raise RuntimeError(
+            f"the stridelab path ran {clock.done} steps, not {warmup + steps}: the training "
+            "set is too small for the benchmark's steps (use more data or fewer --steps)."
+        )
+    fit = Timing(clock.fit.images, clock.fit.seconds, clock.fit.steps, clock.first_step_s, setup_s=clock.t_first - t0)
     if clock.sync_steps:
         fit.extra.update(syncs_per_step=len(clock.syncs) / clock.sync_steps, sync_sites=sorted(set(clock.syncs)))
-    ref = (Timing(clock.ref.images, clock.ref.seconds, clock.ref.steps, clock.bare_first_step_s)
-           if bare is not None else None)
+    ref = (
+        Timing(clock.ref.images, clock.ref.seconds, clock.ref.steps, clock.bare_first_step_s)
+        if bare is not None
+        else None
+    )
     return fit, ref
 
 
@@ -217,14 +229,23 @@ def torchvision_dataset(images: np.ndarray, labels: np.ndarray, mean, std):
             self.data, self.targets = data, targets
             self.transform, self.target_transform = transform, None
 
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(mean, std)])
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
     return GeneratedCIFAR10(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), labels.tolist(), transform)
 
 
-def torchvision_loader(model: nn.Module, optimizer, dataset, batch_size: int, workers: int, device: torch.device,
-                       steps: int, warmup: int, amp_dtype=None, channels_last: bool = True,
-                       compile: bool = False) -> Timing:
+def torchvision_loader(
+    model: nn.Module,
+    optimizer,
+    dataset,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    amp_dtype=None,
+    channels_last: bool = True,
+    compile: bool = False,
+) -> Timing:
     """The usual training loop over a ``DataLoader`` (shuffle, ``workers`` worker processes kept
     alive, pinned memory on a GPU); each step copies its batch to the device."""
     import torch.nn.functional as F
@@ -233,11 +254,20 @@ def torchvision_loader(model: nn.Module, optimizer, dataset, batch_size: int, wo
     from stridelab.metrics.inference import autocast
 
     t0 = time.perf_counter()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     if len(loader) < warmup + steps:
-        raise RuntimeError(f"the torchvision path has {len(loader)} batches, fewer than the {warmup + steps} "
-                           "steps asked for: use more data or fewer --steps.")
+        raise RuntimeError(
+            f"the torchvision path has {len(loader)} batches, fewer than the {warmup + steps} "
+            "steps asked for: use more data or fewer --steps."
+        )
     net = _prepared(model, device, channels_last, compile)
     opt = optimizer(net.parameters())
     batches = iter(loader)

@@ -37,7 +37,9 @@ def binomial_filter(size: int, dtype=torch.float32) -> torch.Tensor:
 class BlurPool2d(nn.Module):
     """Depthwise binomial blur followed by subsampling with ``stride`` (1: blur only)."""
 
-    def __init__(self, channels: int, filter_size: int = 3, stride: int = 2, padding: PaddingSpec | None = None) -> None:
+    def __init__(
+        self, channels: int, filter_size: int = 3, stride: int = 2, padding: PaddingSpec | None = None
+    ) -> None:
         super().__init__()
         padding = padding or PaddingSpec(mode="reflect")
         self.channels = int(channels)

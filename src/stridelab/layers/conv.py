@@ -38,11 +38,13 @@ class ConvKit:
             bias = self.bias if self.bias is not None else self.norm == "none"
         before, after = self.padding.for_kernel(kernel_size)
         if self.padding.mode == "partial":
-            return PartialConv2d(in_chs, out_chs, kernel_size, stride=stride, pad=(before, after, before, after),
-                                 bias=bias)
+            return PartialConv2d(
+                in_chs, out_chs, kernel_size, stride=stride, pad=(before, after, before, after), bias=bias
+            )
         if before == after:
-            return nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=before,
-                             padding_mode=self.padding.mode, bias=bias)
+            return nn.Conv2d(
+                in_chs, out_chs, kernel_size, stride=stride, padding=before, padding_mode=self.padding.mode, bias=bias
+            )
         return nn.Sequential(
             Pad2d((before, after, before, after), mode=self.padding.mode),
             nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=0, bias=bias),
@@ -54,7 +56,9 @@ class ConvKit:
     def act_layer(self) -> nn.Module:
         return {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}[self.act]()
 
-    def conv_block(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, act: bool = True) -> nn.Sequential:
+    def conv_block(
+        self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, act: bool = True
+    ) -> nn.Sequential:
         """conv -> norm -> act, as a Sequential with named children."""
         layers = [("conv", self.conv(in_chs, out_chs, kernel_size, stride)), ("norm", self.norm_layer(out_chs))]
         if act:

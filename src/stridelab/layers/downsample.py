@@ -126,15 +126,22 @@ class _PoolDownsample(Downsample):
         return create_pool(self.kind, pool_size, 2, kit.padding.mode)
 
     def block(self, kit, in_chs, out_chs, kernel_size=3):
-        return nn.Sequential(OrderedDict(block=kit.conv_block(in_chs, out_chs, kernel_size, stride=1),
-                                  pool=self._reduce(kit, out_chs, self._pool_size(2))))
+        return nn.Sequential(
+            OrderedDict(
+                block=kit.conv_block(in_chs, out_chs, kernel_size, stride=1),
+                pool=self._reduce(kit, out_chs, self._pool_size(2)),
+            )
+        )
 
     def pool(self, kit, channels, pool_size):
         return self._reduce(kit, channels, self._pool_size(pool_size))
 
     def shortcut(self, kit, in_chs, out_chs):
-        return nn.Sequential(OrderedDict(pool=self._reduce(kit, in_chs, 2), conv=kit.conv(in_chs, out_chs, 1),
-                                  norm=kit.norm_layer(out_chs)))
+        return nn.Sequential(
+            OrderedDict(
+                pool=self._reduce(kit, in_chs, 2), conv=kit.conv(in_chs, out_chs, 1), norm=kit.norm_layer(out_chs)
+            )
+        )
 
 
 @register_downsample
@@ -167,8 +174,12 @@ class BlurPoolDownsample(_PoolDownsample):
 
     def pool(self, kit, channels, pool_size):
         # MaxBlurPool: max over a dense 2x2 window (stride 1), then blur and subsample.
-        return nn.Sequential(OrderedDict(max=create_dense_max(kit.padding.mode),
-                                  blur=BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding)))
+        return nn.Sequential(
+            OrderedDict(
+                max=create_dense_max(kit.padding.mode),
+                blur=BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding),
+            )
+        )
 
 
 @dataclass
@@ -186,24 +197,38 @@ class _PolyphaseDownsample(Downsample):
     def _with_blur(self, kit, channels, select):
         if int(self.filter_size) == 1:
             return select
-        return nn.Sequential(OrderedDict(blur=BlurPool2d(channels, int(self.filter_size), 1, kit.padding),
-                                         select=select))
+        return nn.Sequential(
+            OrderedDict(blur=BlurPool2d(channels, int(self.filter_size), 1, kit.padding), select=select)
+        )
 
     def block(self, kit, in_chs, out_chs, kernel_size=3, tie=None):
         # Conv(stride2)-Norm-Act --> Conv-Norm-Act-Select(stride2)
-        return nn.Sequential(OrderedDict(block=kit.conv_block(in_chs, out_chs, kernel_size, stride=1),
-                                         down=self._with_blur(kit, out_chs, self._select(kit, out_chs, tie))))
+        return nn.Sequential(
+            OrderedDict(
+                block=kit.conv_block(in_chs, out_chs, kernel_size, stride=1),
+                down=self._with_blur(kit, out_chs, self._select(kit, out_chs, tie)),
+            )
+        )
 
     def pool(self, kit, channels, pool_size):
         # MaxPool(stride2) --> MaxPool(stride1)-Select(stride2), as MaxBlurPool does
-        return nn.Sequential(OrderedDict(max=create_dense_max(kit.padding.mode),
-                                         down=self._with_blur(kit, channels, self._select(kit, channels, None))))
+        return nn.Sequential(
+            OrderedDict(
+                max=create_dense_max(kit.padding.mode),
+                down=self._with_blur(kit, channels, self._select(kit, channels, None)),
+            )
+        )
 
     def shortcut(self, kit, in_chs, out_chs, tie=None):
         # Untied (no block beside it): a selection of its own on the block input.
         select = TiedPolyphase(tie, kit.padding.mode) if tie is not None else self._select(kit, in_chs, None)
-        return nn.Sequential(OrderedDict(down=self._with_blur(kit, in_chs, select),
-                                         conv=kit.conv(in_chs, out_chs, 1), norm=kit.norm_layer(out_chs)))
+        return nn.Sequential(
+            OrderedDict(
+                down=self._with_blur(kit, in_chs, select),
+                conv=kit.conv(in_chs, out_chs, 1),
+                norm=kit.norm_layer(out_chs),
+            )
+        )
 
     def residual(self, kit, in_chs, out_chs, kernel_size=3):
         tie = PolyphaseTie()

@@ -26,8 +26,13 @@ PADDING_MODES = (*CONV_PADDING_MODES, "partial")
 PADDING_AMOUNTS = ("valid", "same", "full")
 
 # F.pad's names for nn.Conv2d's padding modes.
-F_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular",
-              "partial": "constant"}  # partial pads zeros; its layers re-normalise over in-image taps
+F_PAD_MODE = {
+    "zeros": "constant",
+    "reflect": "reflect",
+    "replicate": "replicate",
+    "circular": "circular",
+    "partial": "constant",
+}  # partial pads zeros; its layers re-normalise over in-image taps
 
 
 def pad_amounts(kernel_size: int, amount: str) -> tuple[int, int]:

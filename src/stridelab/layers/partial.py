@@ -22,8 +22,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def inside_mass(size: tuple[int, int], kernel: torch.Tensor, stride: int | tuple[int, int],
-                pad: tuple[int, int, int, int], dilation: int | tuple[int, int] = 1) -> torch.Tensor:
+def inside_mass(
+    size: tuple[int, int],
+    kernel: torch.Tensor,
+    stride: int | tuple[int, int],
+    pad: tuple[int, int, int, int],
+    dilation: int | tuple[int, int] = 1,
+) -> torch.Tensor:
     """Per output position, the sum of ``kernel``'s taps (a (kh, kw) tensor) that fall inside an image
     of ``size`` (H, W) padded by ``pad`` = (left, right, top, bottom); shape (1, 1, Ho, Wo)."""
     mask = torch.ones((1, 1, *size), dtype=kernel.dtype, device=kernel.device)
@@ -39,10 +44,17 @@ class PartialConv2d(nn.Conv2d):
 
     pad_mode = "partial"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 pad: tuple[int, int, int, int] = (0, 0, 0, 0), dilation: int = 1, bias: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, dilation=dilation,
-                         bias=bias)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+        dilation: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, dilation=dilation, bias=bias)
         self.pad = tuple(int(p) for p in pad)
         self._ratios: dict = {}  # per input size, device and dtype; cheap to rebuild, so not a buffer
 

@@ -60,7 +60,7 @@ def take_component(components: torch.Tensor, index: torch.Tensor) -> torch.Tenso
 class Choice:
     """What a selector chose for one batch: the component per sample, or (LPS in training) weights."""
 
-    index: torch.Tensor | None = None    # (B,) long
+    index: torch.Tensor | None = None  # (B,) long
     weights: torch.Tensor | None = None  # (B, 4) summing to 1
 
     def apply(self, components: torch.Tensor) -> torch.Tensor:
@@ -83,8 +83,10 @@ class PolyphaseTie:
 
     def take(self) -> Choice:
         if self.choice is None:
-            raise RuntimeError("a tied polyphase shortcut ran before its block's main branch chose a grid: call "
-                               "the main branch first (BasicBlock does), or build the shortcut untied")
+            raise RuntimeError(
+                "a tied polyphase shortcut ran before its block's main branch chose a grid: call "
+                "the main branch first (BasicBlock does), or build the shortcut untied"
+            )
         choice, self.choice = self.choice, None
         return choice
 
@@ -156,8 +158,15 @@ class LearnablePolyphase(PolyphaseSelect):
     ``linear`` linearly, ``constant`` stays at ``tau_start``.
     """
 
-    def __init__(self, scorer: ComponentScorer, tau_start: float = 1.0, tau_end: float = 0.1,
-                 anneal: str = "exp", pad_mode: str = "zeros", tie: PolyphaseTie | None = None) -> None:
+    def __init__(
+        self,
+        scorer: ComponentScorer,
+        tau_start: float = 1.0,
+        tau_end: float = 0.1,
+        anneal: str = "exp",
+        pad_mode: str = "zeros",
+        tie: PolyphaseTie | None = None,
+    ) -> None:
         super().__init__(pad_mode, tie)
         self.scorer = scorer
         self.tau_start, self.tau_end, self.anneal = float(tau_start), float(tau_end), anneal
@@ -182,8 +191,10 @@ class LearnablePolyphase(PolyphaseSelect):
         return Choice(index=logits.argmax(1))
 
     def extra_repr(self) -> str:
-        return (f"tau={self.tau_start}->{self.tau_end} ({self.anneal}), pad_mode={self.pad_mode!r}, "
-                f"tied={self.tie is not None}")
+        return (
+            f"tau={self.tau_start}->{self.tau_end} ({self.anneal}), pad_mode={self.pad_mode!r}, "
+            f"tied={self.tie is not None}"
+        )
 
 
 class TiedPolyphase(nn.Module):
@@ -207,5 +218,7 @@ class TiedPolyphase(nn.Module):
 def check_temperatures(tau_start: float, tau_end: float, anneal: str) -> None:
     choose("downsample.anneal", anneal, ANNEAL_SCHEDULES)
     if not (tau_start > 0 and tau_end > 0):
-        raise ConfigError(f"downsample.tau_start and downsample.tau_end must be > 0 (got {tau_start}, {tau_end}): "
-                          "the Gumbel-softmax temperature divides the logits. Typical: 1.0 -> 0.1.")
+        raise ConfigError(
+            f"downsample.tau_start and downsample.tau_end must be > 0 (got {tau_start}, {tau_end}): "
+            "the Gumbel-softmax temperature divides the logits. Typical: 1.0 -> 0.1."
+        )

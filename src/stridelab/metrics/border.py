@@ -85,8 +85,9 @@ class BorderDeviation:
         return max(self.per_layer.values(), default=0.0)
 
 
-def border_deviation(model: nn.Module, constants: torch.Tensor, band: int = 1,
-                     amp_dtype: torch.dtype | None = None) -> BorderDeviation:
+def border_deviation(
+    model: nn.Module, constants: torch.Tensor, band: int = 1, amp_dtype: torch.dtype | None = None
+) -> BorderDeviation:
     """Border deviation of every probed layer's map (:data:`PROBED_LAYERS`) for constant input
     images ``constants`` (K, C, H, W) (see :func:`constant_images`), averaged over the K images.
 
@@ -98,8 +99,11 @@ def border_deviation(model: nn.Module, constants: torch.Tensor, band: int = 1,
     inner = {id(m) for mod in model.modules() if isinstance(mod, OPAQUE_LAYERS) for m in mod.modules() if m is not mod}
     for name, mod in model.named_modules():
         if isinstance(mod, PROBED_LAYERS) and id(mod) not in inner:
-            handles.append(mod.register_forward_hook(
-                lambda m, a, out, name=name: maps.__setitem__(name, out.detach()) if out.dim() == 4 else None))
+            handles.append(
+                mod.register_forward_hook(
+                    lambda m, a, out, name=name: maps.__setitem__(name, out.detach()) if out.dim() == 4 else None
+                )
+            )
     head = getattr(model, "head", None)
     if isinstance(head, nn.Module):
         handles.append(head.register_forward_pre_hook(lambda m, a: maps.__setitem__("features", a[0].detach())))

@@ -36,8 +36,7 @@ PEAK_FLOPS = {
 }
 
 
-def count_flops(model: nn.Module, input_shape: tuple[int, int, int], train: bool = False,
-                batch: int = 2) -> float:
+def count_flops(model: nn.Module, input_shape: tuple[int, int, int], train: bool = False, batch: int = 2) -> float:
     """FLOPs per image of one forward pass (``train=False``, eval mode) or of a forward and backward
     pass (``train=True``, training mode, on a copy so running statistics are untouched)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -55,8 +54,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, int, int], train: bool
     return counter.get_total_flops() / batch
 
 
-def _timed(step, images_per_step: int, device: torch.device, steps: int, warmup: int,
-           min_seconds: float) -> float:
+def _timed(step, images_per_step: int, device: torch.device, steps: int, warmup: int, min_seconds: float) -> float:
     """Images/s of ``step()`` after ``warmup`` untimed calls: ``steps`` timed calls, then doubling
     rounds until ``min_seconds`` are timed. The device is synchronised at round ends only."""
     for _ in range(warmup):
@@ -73,8 +71,13 @@ def _timed(step, images_per_step: int, device: torch.device, steps: int, warmup:
         n *= 2
 
 
-def training_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  amp_dtype: torch.dtype | None = None):
+def training_step(
+    net: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    amp_dtype: torch.dtype | None = None,
+):
     """A closure doing one plain training step (forward, cross-entropy, backward, optimizer step) on
     a fixed batch: the bare loop that throughput is compared with (no host sync inside)."""
     labels = labels.to(images.device)
@@ -89,9 +92,16 @@ def training_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, op
     return step
 
 
-def training_throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 10,
-                        warmup: int = 3, amp_dtype: torch.dtype | None = None, optimizer=None,
-                        min_seconds: float = 0.0) -> float:
+def training_throughput(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int = 10,
+    warmup: int = 3,
+    amp_dtype: torch.dtype | None = None,
+    optimizer=None,
+    min_seconds: float = 0.0,
+) -> float:
     """Images/s of full training steps (:func:`training_step`, SGD unless ``optimizer`` (a factory
     taking parameters) is given) on one fixed batch, on a copy of ``model`` (the model itself is not
     changed). At least ``steps`` timed steps and ``min_seconds`` of timing."""
@@ -101,8 +111,14 @@ def training_throughput(model: nn.Module, images: torch.Tensor, labels: torch.Te
     return _timed(step, len(images), images.device, steps, warmup, min_seconds)
 
 
-def inference_throughput(model: nn.Module, images: torch.Tensor, steps: int = 10, warmup: int = 3,
-                         amp_dtype: torch.dtype | None = None, min_seconds: float = 0.0) -> float:
+def inference_throughput(
+    model: nn.Module,
+    images: torch.Tensor,
+    steps: int = 10,
+    warmup: int = 3,
+    amp_dtype: torch.dtype | None = None,
+    min_seconds: float = 0.0,
+) -> float:
     """Images/s of eval-mode forward passes on one fixed batch (no grad); at least ``steps`` timed
     passes and ``min_seconds`` of timing."""
     with evaluating(model), torch.no_grad(), autocast(images.device, amp_dtype):

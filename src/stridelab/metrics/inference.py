@@ -49,15 +49,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
-              amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+def logits_of(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 500, amp_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """``model(images)`` in eval mode and batches of ``batch_size``; logits in float32 (float64 when
     the images are float64, so analytic tests keep their precision)."""
     out_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
     outs = []
     with evaluating(model), torch.no_grad(), autocast(images.device, amp_dtype):
         for i in range(0, len(images), batch_size):
-            outs.append(model(images[i:i + batch_size]).to(out_dtype))
+            outs.append(model(images[i : i + batch_size]).to(out_dtype))
     return torch.cat(outs) if outs else torch.empty(0, dtype=out_dtype)
 
 
@@ -71,8 +72,13 @@ def inference_copy(model: nn.Module) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     for mod in fused.modules():
         conv, norm = getattr(mod, "conv", None), getattr(mod, "norm", None)
-        if (isinstance(mod, nn.Sequential) and isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
-                and norm.track_running_stats and norm.running_mean is not None):
+        if (
+            isinstance(mod, nn.Sequential)
+            and isinstance(conv, nn.Conv2d)
+            and isinstance(norm, nn.BatchNorm2d)
+            and norm.track_running_stats
+            and norm.running_mean is not None
+        ):
             mod.conv = fuse_conv_bn_eval(conv, norm)
             mod.norm = nn.Identity()
     return fused

@@ -19,15 +19,24 @@ import torch.nn as nn
 from stridelab.metrics.inference import logits_of
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
-             amp_dtype: torch.dtype | None = None) -> float:
+def accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 500,
+    amp_dtype: torch.dtype | None = None,
+) -> float:
     pred = logits_of(model, images, batch_size, amp_dtype).argmax(1)
     return float((pred == labels.to(pred.device)).double().mean())
 
 
-def position_gap(model: nn.Module, similar: tuple[torch.Tensor, torch.Tensor],
-                 dissimilar: tuple[torch.Tensor, torch.Tensor], batch_size: int = 500,
-                 amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+def position_gap(
+    model: nn.Module,
+    similar: tuple[torch.Tensor, torch.Tensor],
+    dissimilar: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int = 500,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
     """Accuracy on the similar and the dissimilar test set, and their difference."""
     sim = accuracy(model, *similar, batch_size=batch_size, amp_dtype=amp_dtype)
     dis = accuracy(model, *dissimilar, batch_size=batch_size, amp_dtype=amp_dtype)

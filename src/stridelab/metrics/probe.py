@@ -97,7 +97,8 @@ def rankdata(x: torch.Tensor) -> torch.Tensor:
     pos = torch.arange(1, n + 1, dtype=torch.float64, device=x.device).expand(rows, n)
     sums = torch.zeros(rows * n, dtype=torch.float64, device=x.device).index_add_(0, group.reshape(-1), pos.reshape(-1))
     counts = torch.zeros(rows * n, dtype=torch.float64, device=x.device).index_add_(
-        0, group.reshape(-1), torch.ones(rows * n, dtype=torch.float64, device=x.device))
+        0, group.reshape(-1), torch.ones(rows * n, dtype=torch.float64, device=x.device)
+    )
     mean_rank = (sums / counts.clamp_min(1))[group]
     ranks = torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
     return ranks.reshape(shape)
@@ -131,7 +132,7 @@ class RidgeAccumulator:
         b, c, h, w = feats.shape
         step = max(1, _CHUNK_ELEMENTS // max(c * h * w, 1))
         for i in range(0, b, step):
-            f = feats[i:i + step].to(self.gram.device, torch.float64)
+            f = feats[i : i + step].to(self.gram.device, torch.float64)
             self.sum += f.sum(0)
             flat = f.transpose(0, 1).reshape(c, -1)
             self.gram += flat @ flat.T
@@ -158,8 +159,9 @@ class RidgeAccumulator:
         if len(idx):
             g = gram_z[idx][:, idx].cpu()
             lam = float(ridge) * float(g.diagonal().sum()) / len(idx)
-            sol = torch.linalg.lstsq(g + lam * torch.eye(len(idx), dtype=torch.float64), cross_z[idx].cpu(),
-                                     driver="gelsd").solution
+            sol = torch.linalg.lstsq(
+                g + lam * torch.eye(len(idx), dtype=torch.float64), cross_z[idx].cpu(), driver="gelsd"
+            ).solution
             weights[idx] = sol.to(weights.device)
         return Readout(mu, sd, weights, t_mean)
 
@@ -168,10 +170,10 @@ class RidgeAccumulator:
 class Readout:
     """``y = ((x - mean) / scale) . weights + bias`` per pixel, K outputs."""
 
-    mean: torch.Tensor     # (C,)
-    scale: torch.Tensor    # (C,)
+    mean: torch.Tensor  # (C,)
+    scale: torch.Tensor  # (C,)
     weights: torch.Tensor  # (C, K)
-    bias: torch.Tensor     # (K,)
+    bias: torch.Tensor  # (K,)
 
     def predict(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, K, H, W), float64."""
@@ -207,8 +209,14 @@ class ProbeLayer:
 
     def figures(self) -> dict[str, float]:
         """``spc``, ``mae`` and the four per-axis figures."""
-        return {"spc": self.spc, "mae": self.mae, "spc_h": self.spc_h, "spc_v": self.spc_v,
-                "mae_h": self.mae_h, "mae_v": self.mae_v}
+        return {
+            "spc": self.spc,
+            "mae": self.mae,
+            "spc_h": self.spc_h,
+            "spc_v": self.spc_v,
+            "mae_h": self.mae_h,
+            "mae_v": self.mae_v,
+        }
 
 
 @dataclass
@@ -242,15 +250,23 @@ def _stat_device(t: torch.Tensor) -> torch.device:
 def _stages(model: nn.Module) -> "OrderedDict[str, nn.Module]":
     stages = getattr(model, "stages", None)
     if not isinstance(stages, nn.Module):
-        raise ConfigError(f"position_probe reads the outputs of model.stages, and this {type(model).__name__} "
-                          "has no `stages` module: use a stridelab model (stem -> stages -> head) or give the "
-                          "model a `stages` container whose children are the stages.")
+        raise ConfigError(
+            f"position_probe reads the outputs of model.stages, and this {type(model).__name__} "
+            "has no `stages` module: use a stridelab model (stem -> stages -> head) or give the "
+            "model a `stages` container whose children are the stages."
+        )
     children = OrderedDict(stages.named_children())
     return children or OrderedDict(stages=stages)
 
 
-def position_probe(model: nn.Module, images: torch.Tensor, ridge: float = 1e-3, batch_size: int = 500,
-                   layers: list[str] | tuple[str, ...] | None = None, keep_outputs: bool = False) -> ProbeResult:
+def position_probe(
+    model: nn.Module,
+    images: torch.Tensor,
+    ridge: float = 1e-3,
+    batch_size: int = 500,
+    layers: list[str] | tuple[str, ...] | None = None,
+    keep_outputs: bool = False,
+) -> ProbeResult:
     """Position information in the outputs of ``model.stages`` (see the module docstring).
 
     ``images`` (N >= 2, model-input units): the first ``N // 2`` fit the read-out, the other
@@ -265,11 +281,14 @@ def position_probe(model: nn.Module, images: torch.Tensor, ridge: float = 1e-3, 
     """
     n = len(images)
     if n < 2:
-        raise ConfigError(f"position_probe needs at least 2 images (half fit the read-out, half score it); got "
-                          f"{n}. Give it more images (metrics.subset_size >= 2).")
+        raise ConfigError(
+            f"position_probe needs at least 2 images (half fit the read-out, half score it); got "
+            f"{n}. Give it more images (metrics.subset_size >= 2)."
+        )
     if float(ridge) < 0 or not math.isfinite(float(ridge)):
-        raise ConfigError(f"The probe's ridge must be a finite number >= 0 (got {ridge}); metrics.probe_ridge=1e-3 "
-                          "is the default.")
+        raise ConfigError(
+            f"The probe's ridge must be a finite number >= 0 (got {ridge}); metrics.probe_ridge=1e-3 is the default."
+        )
     if int(batch_size) < 1:
         raise ConfigError(f"position_probe's batch_size must be >= 1 (got {batch_size}).")
     stages = _stages(model)
@@ -277,8 +296,9 @@ def position_probe(model: nn.Module, images: torch.Tensor, ridge: float = 1e-3, 
     wanted = list(stages) if layers is None else list(layers)
     for name in wanted:
         if name not in stages:
-            raise ConfigError(f"Unknown stage {name!r} for position_probe(layers=...). The model's stages are: "
-                              f"{', '.join(stages)}.")
+            raise ConfigError(
+                f"Unknown stage {name!r} for position_probe(layers=...). The model's stages are: {', '.join(stages)}."
+            )
     wanted = [s for s in stages if s in wanted or s == last]  # forward order, features included
 
     n_fit = n // 2
@@ -293,8 +313,10 @@ def position_probe(model: nn.Module, images: torch.Tensor, ridge: float = 1e-3, 
     def consume(s: str, f) -> None:
         """One stage's maps of the current batch, read in its forward hook (before later layers run)."""
         if not isinstance(f, torch.Tensor) or f.dim() != 4:
-            raise ConfigError(f"position_probe: stage {s!r} did not return one (N, C, H, W) feature map (got "
-                              f"{type(f).__name__}); the probe reads 4-d stage outputs only.")
+            raise ConfigError(
+                f"position_probe: stage {s!r} did not return one (N, C, H, W) feature map (got "
+                f"{type(f).__name__}); the probe reads 4-d stage outputs only."
+            )
         batch["seen"].add(s)
         f = f.detach()
         if s not in accs:
@@ -332,8 +354,10 @@ def position_probe(model: nn.Module, images: torch.Tensor, ridge: float = 1e-3, 
                 out = model(images[i:j])
                 missing = [s for s in wanted if s not in batch["seen"]]
                 if missing:
-                    raise ConfigError(f"position_probe: the forward pass did not run stage(s) {', '.join(missing)} "
-                                      "of model.stages; the probe reads the outputs of stages the model runs.")
+                    raise ConfigError(
+                        f"position_probe: the forward pass did not run stage(s) {', '.join(missing)} "
+                        "of model.stages; the probe reads the outputs of stages the model runs."
+                    )
                 if keep_outputs:
                     outputs.append(out.to(out_dtype))
     finally:
@@ -349,4 +373,3 @@ def position_probe(model: nn.Module, images: torch.Tensor, ridge: float = 1e-3, 
                 setattr(layer, f"spc_{key}", vals[k])
                 setattr(layer, f"mae_{key}", vals[2 + k])
     return result
-

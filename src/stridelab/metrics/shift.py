@@ -24,8 +24,10 @@ from stridelab.metrics.inference import logits_of
 def shift_values(max_shift: int, step: int = 1) -> torch.Tensor:
     """The shifts drawn from: multiples of ``step`` in ``{-max_shift..max_shift}``."""
     if max_shift < 0 or step < 1:
-        raise ConfigError(f"shift range needs max_shift >= 0 and step >= 1 (got {max_shift}, {step}); "
-                          "set metrics.max_shift to a non-negative number of pixels.")
+        raise ConfigError(
+            f"shift range needs max_shift >= 0 and step >= 1 (got {max_shift}, {step}); "
+            "set metrics.max_shift to a non-negative number of pixels."
+        )
     return torch.arange(-(max_shift // step) * step, max_shift + 1, step)
 
 
@@ -45,9 +47,16 @@ def relative_logit_change(shifted: torch.Tensor, reference: torch.Tensor) -> tor
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), num)
 
 
-def circular_shift_consistency(model: nn.Module, images: torch.Tensor, max_shift: int = 3, seed: int = 0,
-                               step: int = 1, batch_size: int = 500, amp_dtype: torch.dtype | None = None,
-                               base_logits: torch.Tensor | None = None) -> dict[str, float]:
+def circular_shift_consistency(
+    model: nn.Module,
+    images: torch.Tensor,
+    max_shift: int = 3,
+    seed: int = 0,
+    step: int = 1,
+    batch_size: int = 500,
+    amp_dtype: torch.dtype | None = None,
+    base_logits: torch.Tensor | None = None,
+) -> dict[str, float]:
     """Circular-shift consistency and the logit-level change (Chaman & Dokmanic 2021).
 
     Per image two independent shifts ``s1, s2`` uniform on ``{-S..S}^2`` (``step`` > 1 keeps only its
@@ -76,9 +85,16 @@ def _fill_color(images: torch.Tensor) -> torch.Tensor:
     return images.mean(dim=(0, 2, 3))
 
 
-def crop_consistency(model: nn.Module, images: torch.Tensor, padding: int = 4, fill: str = "mean",
-                     seed: int = 0, batch_size: int = 500, fill_color: torch.Tensor | None = None,
-                     amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+def crop_consistency(
+    model: nn.Module,
+    images: torch.Tensor,
+    padding: int = 4,
+    fill: str = "mean",
+    seed: int = 0,
+    batch_size: int = 500,
+    fill_color: torch.Tensor | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
     """Crop consistency (Zhang 2019): pad each image by ``padding`` with ``fill`` (``mean``: the
     images' mean colour, ``reflect``, or ``zeros``), take two crops of the original size at
     independent offsets uniform on ``{0..2P}^2`` and report how often the predicted classes agree."""
@@ -97,9 +113,17 @@ def crop_consistency(model: nn.Module, images: torch.Tensor, padding: int = 4, f
     return {"consistency": agree / max(n, 1), "images": n}
 
 
-def stability_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, padding: int = 4,
-                    fill: str = "mean", batch_size: int = 500, fill_color: torch.Tensor | None = None,
-                    amp_dtype: torch.dtype | None = None, base_logits: torch.Tensor | None = None) -> dict[int, float]:
+def stability_curve(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    padding: int = 4,
+    fill: str = "mean",
+    batch_size: int = 500,
+    fill_color: torch.Tensor | None = None,
+    amp_dtype: torch.dtype | None = None,
+    base_logits: torch.Tensor | None = None,
+) -> dict[int, float]:
     """Accuracy as a function of diagonal shift ``d`` in ``{-P..P}`` (Zhang 2019, Fig. 5): the image
     padded by ``P`` and cropped at offset ``(P + d, P + d)``, so its content moves by ``-d`` pixels
     along both axes. A shift-invariant network gives a flat curve. ``base_logits``: ``f(images)``
@@ -117,7 +141,7 @@ def stability_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                 if d == 0 and base_logits is not None:
                     pred = base_logits[sl].argmax(1)
                 else:
-                    crop = images[sl] if d == 0 else xp[:, :, o:o + h, o:o + w]
+                    crop = images[sl] if d == 0 else xp[:, :, o : o + h, o : o + w]
                     pred = logits_of(model, crop, batch_size, amp_dtype).argmax(1)
                 correct[d] += int((pred == labels[sl]).sum())
     return {d: c / max(n, 1) for d, c in correct.items()}

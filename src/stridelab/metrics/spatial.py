@@ -67,18 +67,34 @@ def _describe(mod: nn.Module, in_hw: tuple[int, int]):
         return "conv", _pair(mod.kernel_size), _pair(mod.stride), _pair(mod.dilation), mod.pad, "partial"
     if isinstance(mod, nn.Conv2d):
         if isinstance(mod.padding, str):  # 'same'/'valid': PyTorch pads stride-1 convs only
-            pad = (0, 0) if mod.padding == "valid" else tuple((d * (k - 1)) // 2 for d, k in zip(mod.dilation, mod.kernel_size))
+            pad = (
+                (0, 0)
+                if mod.padding == "valid"
+                else tuple((d * (k - 1)) // 2 for d, k in zip(mod.dilation, mod.kernel_size))
+            )
         else:
             pad = _pair(mod.padding)
-        return ("conv", _pair(mod.kernel_size), _pair(mod.stride), _pair(mod.dilation), (pad[1], pad[1], pad[0], pad[0]),
-                mod.padding_mode)
+        return (
+            "conv",
+            _pair(mod.kernel_size),
+            _pair(mod.stride),
+            _pair(mod.dilation),
+            (pad[1], pad[1], pad[0], pad[0]),
+            mod.padding_mode,
+        )
     if isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
         kind = "maxpool" if isinstance(mod, nn.MaxPool2d) else "avgpool"
         dil = _pair(getattr(mod, "dilation", 1))
         ph, pw = _pair(mod.padding)
         partial = kind == "avgpool" and any((ph, pw)) and not mod.count_include_pad
-        return kind, _pair(mod.kernel_size), _pair(mod.stride or mod.kernel_size), dil, (pw, pw, ph, ph), (
-            "partial" if partial else "zeros")
+        return (
+            kind,
+            _pair(mod.kernel_size),
+            _pair(mod.stride or mod.kernel_size),
+            dil,
+            (pw, pw, ph, ph),
+            ("partial" if partial else "zeros"),
+        )
     return None
 
 
@@ -90,7 +106,9 @@ def spatial_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Spa
     handles = []
 
     def on_pad(mod, args, out):
-        pending.update(out_shape=tuple(out.shape[1:]), in_shape=tuple(args[0].shape[1:]), pad=mod.padding, mode=mod.mode)
+        pending.update(
+            out_shape=tuple(out.shape[1:]), in_shape=tuple(args[0].shape[1:]), pad=mod.padding, mode=mod.mode
+        )
 
     def on_op(name):
         def hook(mod, args, out):
@@ -102,6 +120,7 @@ def spatial_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Spa
                 in_shape, mode = pending["in_shape"], pending["mode"] if any(pending["pad"]) else mode
             pending.clear()
             ops.append(SpatialOp(name, kind, k, s, d, tuple(int(p) for p in pad), mode, in_shape, tuple(out.shape[1:])))
+
         return hook
 
     for name, mod in model.named_modules():
@@ -126,8 +145,9 @@ def spatial_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Spa
 
 
 # -- uneven padding ------------------------------------------------------------------------------
-def used_padding(n: int, kernel: int, stride: int, before: int, after: int, dilation: int = 1,
-                 out: int | None = None) -> tuple[int, int, int]:
+def used_padding(
+    n: int, kernel: int, stride: int, before: int, after: int, dilation: int = 1, out: int | None = None
+) -> tuple[int, int, int]:
     """Along one axis: how many padded pixels the windows actually read before and after the input,
     and how many input pixels no window reads (``dropped``). ``out`` defaults to PyTorch's
     ``floor((n + before + after - d(k-1) - 1) / s) + 1``."""
@@ -137,10 +157,10 @@ def used_padding(n: int, kernel: int, stride: int, before: int, after: int, dila
     read = torch.zeros(n + before + after, dtype=torch.bool)
     for o in range(max(out, 0)):
         start = o * stride
-        read[start:start + span:dilation] = True
+        read[start : start + span : dilation] = True
     used_before = int(read[:before].sum())
-    used_after = int(read[before + n:].sum())
-    dropped = int((~read[before:before + n]).sum())
+    used_after = int(read[before + n :].sum())
+    dropped = int((~read[before : before + n]).sum())
     return used_before, used_after, dropped
 
 
@@ -172,22 +192,26 @@ def padding_audit(model: nn.Module, input_shape: tuple[int, int, int]) -> list[A
         left, right, top, bottom = op.pad
         ul, ur, dw = used_padding(w, op.kernel[1], op.stride[1], left, right, op.dilation[1], ow)
         ut, ub, dh = used_padding(h, op.kernel[0], op.stride[0], top, bottom, op.dilation[0], oh)
-        rows.append(AuditRow(op.name, op.kind, op.kernel, op.stride, (h, w), (oh, ow), op.pad,
-                             (ul, ur, ut, ub), (dw, dh)))
+        rows.append(
+            AuditRow(op.name, op.kind, op.kernel, op.stride, (h, w), (oh, ow), op.pad, (ul, ur, ut, ub), (dw, dh))
+        )
     return rows
 
 
 def audit_markdown(rows: list[AuditRow]) -> str:
     """The audit as a Markdown table (for TensorBoard's text tab and ``padding_audit.md``)."""
-    lines = ["| layer | op | kernel/stride | in -> out | declared L/R, T/B | used L/R, T/B | dropped cols/rows | uneven |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| layer | op | kernel/stride | in -> out | declared L/R, T/B | used L/R, T/B | dropped cols/rows | uneven |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r.name} | {r.kind} | {r.kernel[0]}x{r.kernel[1]}/s{r.stride[0]} | "
             f"{r.size_in[0]}x{r.size_in[1]} -> {r.size_out[0]}x{r.size_out[1]} | "
             f"{r.declared[0]}/{r.declared[1]}, {r.declared[2]}/{r.declared[3]} | "
             f"{r.used[0]}/{r.used[1]}, {r.used[2]}/{r.used[3]} | {r.dropped[0]}/{r.dropped[1]} | "
-            f"{'**yes**' if r.uneven else 'no'} |")
+            f"{'**yes**' if r.uneven else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -231,7 +255,7 @@ def coverage_stats(cov: torch.Tensor, total_stride: int) -> dict[str, float]:
     checkerboard; 1 means even). ``border_ratio``: the mean over the outer band, one total stride
     wide, divided by the mean over the central half (< 1: the border is seen less, "foveation")."""
     h, w = cov.shape
-    centre = cov[h // 4: h - h // 4, w // 4: w - w // 4]
+    centre = cov[h // 4 : h - h // 4, w // 4 : w - w // 4]
     bw = max(1, min(total_stride, h // 4, w // 4))
     mask = torch.zeros_like(cov, dtype=torch.bool)
     mask[:bw], mask[-bw:], mask[:, :bw], mask[:, -bw:] = True, True, True, True

@@ -45,10 +45,13 @@ class Measurement:
             figs = {
                 "crop/stability_curve": plots.stability_figure(self.stability),
                 "border/features_heatmap": plots.map_figure(
-                    self.border_heatmap, "border deviation of the features\n(constant input; Alsallakh et al. 2021)",
-                    "|F - interior median| / RMS"),
+                    self.border_heatmap,
+                    "border deviation of the features\n(constant input; Alsallakh et al. 2021)",
+                    "|F - interior median| / RMS",
+                ),
                 "coverage/input_map": plots.map_figure(
-                    self.coverage_map, "input coverage (transposed pass of ones)", "paths to the output", "viridis"),
+                    self.coverage_map, "input coverage (transposed pass of ones)", "paths to the output", "viridis"
+                ),
             }
             self._pngs = {tag: plots.to_png(fig) for tag, fig in figs.items() if fig is not None}
         return self._pngs
@@ -110,15 +113,20 @@ class MeasurementSuite:
             if int(getattr(self, knob)) < 1:
                 raise ConfigError(f"metrics.{knob} must be >= 1 (got {getattr(self, knob)}).")
         if min(self.max_shift, self.crop_padding, self.warmup_steps, self.timing_seconds) < 0:
-            raise ConfigError("metrics.max_shift, crop_padding, warmup_steps and timing_seconds must be >= 0 (got "
-                              f"{self.max_shift}, {self.crop_padding}, {self.warmup_steps}, {self.timing_seconds}).")
+            raise ConfigError(
+                "metrics.max_shift, crop_padding, warmup_steps and timing_seconds must be >= 0 (got "
+                f"{self.max_shift}, {self.crop_padding}, {self.warmup_steps}, {self.timing_seconds})."
+            )
         if not float(self.probe_ridge) >= 0 or not np.isfinite(float(self.probe_ridge)):
-            raise ConfigError(f"metrics.probe_ridge must be a finite number >= 0 (got {self.probe_ridge}); the "
-                              "default is 1e-3.")
+            raise ConfigError(
+                f"metrics.probe_ridge must be a finite number >= 0 (got {self.probe_ridge}); the default is 1e-3."
+            )
         if "probe" not in self.skip and self.subset_size is not None and 0 < int(self.subset_size) < 2:
-            raise ConfigError(f"metrics.subset_size={self.subset_size} is too small for the position probe, which "
-                              "fits on half of the images and scores on the other half: use subset_size >= 2, or "
-                              "metrics.skip=[probe].")
+            raise ConfigError(
+                f"metrics.subset_size={self.subset_size} is too small for the position probe, which "
+                "fits on half of the images and scores on the other half: use subset_size >= 2, or "
+                "metrics.skip=[probe]."
+            )
 
     def subset_indices(self, n: int) -> np.ndarray:
         """The fixed subset: the first ``subset_size`` of a ``subset_seed`` permutation, sorted."""
@@ -126,9 +134,15 @@ class MeasurementSuite:
             return np.arange(n)
         return np.sort(np.random.default_rng(self.subset_seed).permutation(n)[: self.subset_size])
 
-    def measure(self, model: nn.Module, datamodule, device: torch.device | str | None = None,
-                precision: str = "32-true", fit_window: cost.ThroughputWindow | None = None,
-                eval_window: cost.ThroughputWindow | None = None) -> Measurement:
+    def measure(
+        self,
+        model: nn.Module,
+        datamodule,
+        device: torch.device | str | None = None,
+        precision: str = "32-true",
+        fit_window: cost.ThroughputWindow | None = None,
+        eval_window: cost.ThroughputWindow | None = None,
+    ) -> Measurement:
         """Run every group not in ``skip`` on ``model`` with the test images of ``datamodule``.
 
         ``fit_window`` / ``eval_window``: the run's own timed training steps and validation passes
@@ -146,8 +160,7 @@ class MeasurementSuite:
         input_shape = tuple(datamodule.input_shape)
         m = Measurement()
         out = m.metrics
-        out.update({"metrics/subset_size": len(idx), "metrics/subset_seed": self.subset_seed,
-                    "metrics/test_set": name})
+        out.update({"metrics/subset_size": len(idx), "metrics/subset_seed": self.subset_seed, "metrics/test_set": name})
         run = [g for g in METRIC_GROUPS if g not in self.skip]
         bs = self.batch_size
 
@@ -165,30 +178,54 @@ class MeasurementSuite:
             if needs_base and base is None:
                 base = logits_of(fast, x, bs)
             if "shift" in run:
-                r = shift.circular_shift_consistency(fast, x, self.max_shift, seed=self.subset_seed,
-                                                     batch_size=bs, base_logits=base)
-                out.update({"shift/circular_consistency": r["consistency"],
-                            "shift/circular_logit_change": r["logit_change"], "shift/max_shift": self.max_shift})
+                r = shift.circular_shift_consistency(
+                    fast, x, self.max_shift, seed=self.subset_seed, batch_size=bs, base_logits=base
+                )
+                out.update(
+                    {
+                        "shift/circular_consistency": r["consistency"],
+                        "shift/circular_logit_change": r["logit_change"],
+                        "shift/max_shift": self.max_shift,
+                    }
+                )
             if "crop" in run:
                 color = x.mean(dim=(0, 2, 3))
-                r = shift.crop_consistency(fast, x, self.crop_padding, self.crop_fill, seed=self.subset_seed,
-                                           batch_size=bs, fill_color=color)
-                m.stability = shift.stability_curve(fast, x, y, self.crop_padding, self.crop_fill, batch_size=bs,
-                                                    fill_color=color, base_logits=base)
-                out.update({"crop/consistency": r["consistency"], "crop/padding": self.crop_padding,
-                            "crop/fill": self.crop_fill})
+                r = shift.crop_consistency(
+                    fast, x, self.crop_padding, self.crop_fill, seed=self.subset_seed, batch_size=bs, fill_color=color
+                )
+                m.stability = shift.stability_curve(
+                    fast, x, y, self.crop_padding, self.crop_fill, batch_size=bs, fill_color=color, base_logits=base
+                )
+                out.update(
+                    {
+                        "crop/consistency": r["consistency"],
+                        "crop/padding": self.crop_padding,
+                        "crop/fill": self.crop_fill,
+                    }
+                )
                 out.update({f"crop/acc_at_{d:+d}": a for d, a in m.stability.items()})
                 out["crop/stability_range"] = max(m.stability.values()) - min(m.stability.values())
             if "border" in run:
                 r = border.border_deviation(model, border.constant_images(x), self.border_band)
-                out.update({"border/deviation": r.mean, "border/deviation_max": r.max,
-                            "border/features": r.features, "border/band": self.border_band})
+                out.update(
+                    {
+                        "border/deviation": r.mean,
+                        "border/deviation_max": r.max,
+                        "border/features": r.features,
+                        "border/band": self.border_band,
+                    }
+                )
                 out.update({f"border/layer_{i:02d}.{k}": v for i, (k, v) in enumerate(r.per_layer.items())})
                 m.border_heatmap = r.heatmap
             if "audit" in run:
                 rows = spatial.padding_audit(model, input_shape)
-                out.update({"audit/strided_layers": len(rows), "audit/uneven_layers": sum(r.uneven for r in rows),
-                            "audit/dropped_px": sum(sum(r.dropped) for r in rows)})
+                out.update(
+                    {
+                        "audit/strided_layers": len(rows),
+                        "audit/uneven_layers": sum(r.uneven for r in rows),
+                        "audit/dropped_px": sum(sum(r.dropped) for r in rows),
+                    }
+                )
                 m.audit_md = spatial.audit_markdown(rows)
             if "coverage" in run:
                 cov, total_stride = spatial.coverage_map(model, input_shape)
@@ -201,40 +238,70 @@ class MeasurementSuite:
                 r = position.position_gap(fast, (x, y), dis, batch_size=bs)
                 out.update({f"position/{k}": v for k, v in r.items()})
         if "cost" in run:
-            out.update(self._cost(model, datamodule, x, y, input_shape, device, precision, amp, fit_window,
-                                  eval_window))
+            out.update(
+                self._cost(model, datamodule, x, y, input_shape, device, precision, amp, fit_window, eval_window)
+            )
         out["time/measure_s"] = time.perf_counter() - t0
         return m
 
     def _cost(self, model, datamodule, x, y, input_shape, device, precision, amp, fit_window, eval_window) -> dict:
-        out = {"cost/params": sum(p.numel() for p in model.parameters()),
-               "cost/flops_per_image": cost.count_flops(model, input_shape),
-               "cost/train_flops_per_image": cost.count_flops(model, input_shape, train=True)}
+        out = {
+            "cost/params": sum(p.numel() for p in model.parameters()),
+            "cost/flops_per_image": cost.count_flops(model, input_shape),
+            "cost/train_flops_per_image": cost.count_flops(model, input_shape, train=True),
+        }
         if fit_window is not None and fit_window.images_per_s:
-            out.update({"cost/train_images_per_s": fit_window.images_per_s, "cost/train_from": "fit",
-                        "cost/train_timed_steps": fit_window.steps})
+            out.update(
+                {
+                    "cost/train_images_per_s": fit_window.images_per_s,
+                    "cost/train_from": "fit",
+                    "cost/train_timed_steps": fit_window.steps,
+                }
+            )
         else:  # too few steps to time the real run: time training steps on a copy of the model
             bsz = int(getattr(datamodule, "batch_size", 128))
             xb, yb = _batch_of(x, bsz), _batch_of(y, bsz)
-            out.update({"cost/train_images_per_s": cost.training_throughput(
-                model, xb, yb, 2, min(self.warmup_steps, 2), amp, min_seconds=self.timing_seconds),
-                "cost/train_from": "probe"})
+            out.update(
+                {
+                    "cost/train_images_per_s": cost.training_throughput(
+                        model, xb, yb, 2, min(self.warmup_steps, 2), amp, min_seconds=self.timing_seconds
+                    ),
+                    "cost/train_from": "probe",
+                }
+            )
         if eval_window is not None and eval_window.images_per_s:
-            out.update({"cost/infer_images_per_s": eval_window.images_per_s, "cost/infer_from": "fit",
-                        "cost/infer_batch": int(getattr(datamodule, "eval_batch_size", 0)) or None})
+            out.update(
+                {
+                    "cost/infer_images_per_s": eval_window.images_per_s,
+                    "cost/infer_from": "fit",
+                    "cost/infer_batch": int(getattr(datamodule, "eval_batch_size", 0)) or None,
+                }
+            )
         else:  # fewer than two validation passes: time eval-mode passes on subset images
             xb = _batch_of(x, self.inference_batch)
-            out.update({"cost/infer_images_per_s": cost.inference_throughput(
-                model, xb, 1, min(self.warmup_steps, 1), amp, min_seconds=self.timing_seconds),
-                "cost/infer_from": "probe", "cost/infer_batch": self.inference_batch})
+            out.update(
+                {
+                    "cost/infer_images_per_s": cost.inference_throughput(
+                        model, xb, 1, min(self.warmup_steps, 1), amp, min_seconds=self.timing_seconds
+                    ),
+                    "cost/infer_from": "probe",
+                    "cost/infer_batch": self.inference_batch,
+                }
+            )
         mem = cost.peak_memory_mib(device)
         if mem is not None:
             out["cost/peak_memory_mib"] = mem
         peak = cost.device_peak_flops(device, precision)
         if peak is not None:
             achieved = out["cost/train_images_per_s"] * out["cost/train_flops_per_image"]
-            out.update({"cost/achieved_flops": achieved, "cost/peak_flops": peak[0], "cost/mfu": achieved / peak[0],
-                        "cost/peak_flops_source": peak[1]})
+            out.update(
+                {
+                    "cost/achieved_flops": achieved,
+                    "cost/peak_flops": peak[0],
+                    "cost/mfu": achieved / peak[0],
+                    "cost/peak_flops_source": peak[1],
+                }
+            )
         return out
 
 

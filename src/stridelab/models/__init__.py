@@ -23,5 +23,14 @@ def create_model(name: str, **kwargs) -> StagedNet:
     return MODEL_REGISTRY[name](**kwargs)
 
 
-__all__ = ["MODEL_REGISTRY", "create_model", "check_geometry", "trace", "AllCNN", "CifarResNet",
-           "RedGreenNet", "SimpleCNN", "StagedNet"]
+__all__ = [
+    "MODEL_REGISTRY",
+    "create_model",
+    "check_geometry",
+    "trace",
+    "AllCNN",
+    "CifarResNet",
+    "RedGreenNet",
+    "SimpleCNN",
+    "StagedNet",
+]

@@ -23,10 +23,21 @@ from stridelab.models.base import StagedNet, resolve_parts
 
 
 class AllCNN(StagedNet):
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, downsample=None, padding=None,
-                 width: int = 96, conv_before_pool: bool = False, valid_last_conv: bool = True,
-                 dropout_input: float = 0.2, dropout: float = 0.5, pool_size: int = 3,
-                 norm: str = "batch", act: str = "relu") -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        downsample=None,
+        padding=None,
+        width: int = 96,
+        conv_before_pool: bool = False,
+        valid_last_conv: bool = True,
+        dropout_input: float = 0.2,
+        dropout: float = 0.5,
+        pool_size: int = 3,
+        norm: str = "batch",
+        act: str = "relu",
+    ) -> None:
         super().__init__()
         ds, kit = resolve_parts(downsample, padding, norm, act)
         self.stem = nn.Dropout(dropout_input) if dropout_input else nn.Identity()
@@ -49,11 +60,18 @@ class AllCNN(StagedNet):
         self.stage_reductions = [2, 4, 4]
         # Classifier stage: the paper's valid 3x3 conv, then 1x1 convs down to the class scores.
         last_kit = replace(kit, padding=replace(kit.padding, amount="valid")) if valid_last_conv else kit
-        stages.append(("stage2", nn.Sequential(OrderedDict(
-            conv0=last_kit.conv_block(chs, 2 * width, 3),
-            conv1=kit.conv_block(2 * width, 2 * width, 1),
-            classes=kit.conv_block(2 * width, num_classes, 1),
-        ))))
+        stages.append(
+            (
+                "stage2",
+                nn.Sequential(
+                    OrderedDict(
+                        conv0=last_kit.conv_block(chs, 2 * width, 3),
+                        conv1=kit.conv_block(2 * width, 2 * width, 1),
+                        classes=kit.conv_block(2 * width, num_classes, 1),
+                    )
+                ),
+            )
+        )
         self.stages = nn.Sequential(OrderedDict(stages))
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
 

@@ -40,6 +40,7 @@ def trace(model: nn.Module, input_shape: tuple[int, int, int], leaves_only: bool
             if stride > 1 and len(shape) == 4 and min(shape[2:]) < stride:
                 # Zero padding lets a strided conv "halve" a 1x1 map forever; that is no downsampling.
                 raise RuntimeError(f"a stride-{stride} layer cannot downsample a map smaller than its stride")
+
         return hook
 
     def post(name):
@@ -47,6 +48,7 @@ def trace(model: nn.Module, input_shape: tuple[int, int, int], leaves_only: bool
             _, _, in_shape = stack.pop()
             if not leaves_only or not any(True for _ in mod.children()):
                 records.append(LayerTrace(name, mod, in_shape, tuple(out.shape) if torch.is_tensor(out) else ()))
+
         return hook
 
     for name, mod in model.named_modules():

@@ -16,8 +16,17 @@ from stridelab.models.base import ClassifierHead, StagedNet, resolve_parts
 
 
 class RedGreenNet(StagedNet):
-    def __init__(self, num_classes: int = 2, in_chans: int = 3, downsample=None, padding=None,
-                 widths=(32, 32, 64, 64), norm: str = "none", act: str = "relu", bias: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_chans: int = 3,
+        downsample=None,
+        padding=None,
+        widths=(32, 32, 64, 64),
+        norm: str = "none",
+        act: str = "relu",
+        bias: bool = False,
+    ) -> None:
         super().__init__()
         ds, kit = resolve_parts(downsample, padding, norm, act, bias=bias)
         self.stem = kit.conv_block(in_chans, widths[0], 3)

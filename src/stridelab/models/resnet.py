@@ -29,8 +29,11 @@ class BasicBlock(nn.Module):
             self.conv1, self.shortcut = ds.residual(kit, in_chs, out_chs, 3)
         else:
             self.conv1 = kit.conv_block(in_chs, out_chs, 3)
-            self.shortcut = nn.Identity() if in_chs == out_chs else nn.Sequential(
-                OrderedDict(conv=kit.conv(in_chs, out_chs, 1), norm=kit.norm_layer(out_chs)))
+            self.shortcut = (
+                nn.Identity()
+                if in_chs == out_chs
+                else nn.Sequential(OrderedDict(conv=kit.conv(in_chs, out_chs, 1), norm=kit.norm_layer(out_chs)))
+            )
         self.conv2 = kit.conv_block(out_chs, out_chs, 3, act=False)
         self.act = kit.act_layer()
 
@@ -40,8 +43,17 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(StagedNet):
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, downsample=None, padding=None,
-                 blocks_per_stage: int = 3, widths=(16, 32, 64), norm: str = "batch", act: str = "relu") -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        downsample=None,
+        padding=None,
+        blocks_per_stage: int = 3,
+        widths=(16, 32, 64),
+        norm: str = "batch",
+        act: str = "relu",
+    ) -> None:
         super().__init__()
         ds, kit = resolve_parts(downsample, padding, norm, act)
         if kit.padding.amount != "same":

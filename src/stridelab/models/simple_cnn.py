@@ -18,16 +18,32 @@ class SimpleCNN(StagedNet):
     linear layer classify.
     """
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, downsample=None, padding=None,
-                 width: int = 32, stages: int = 3, depth: int = 2, width_mult: float = 2.0,
-                 pool_size: int = 2, norm: str = "batch", act: str = "relu", dropout: float = 0.0,
-                 widths: list[int] | None = None, stem_width: int | None = None, down_after: int = -1) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        downsample=None,
+        padding=None,
+        width: int = 32,
+        stages: int = 3,
+        depth: int = 2,
+        width_mult: float = 2.0,
+        pool_size: int = 2,
+        norm: str = "batch",
+        act: str = "relu",
+        dropout: float = 0.0,
+        widths: list[int] | None = None,
+        stem_width: int | None = None,
+        down_after: int = -1,
+    ) -> None:
         super().__init__()
         ds, kit = resolve_parts(downsample, padding, norm, act)
         widths = list(widths) if widths else [int(round(width * width_mult**i)) for i in range(stages)]
         if not -depth <= down_after < depth:
-            raise ConfigError(f"model.down_after={down_after} names no conv of a {depth}-conv stage: use "
-                              f"0..{depth - 1} (or -1, the last).")
+            raise ConfigError(
+                f"model.down_after={down_after} names no conv of a {depth}-conv stage: use "
+                f"0..{depth - 1} (or -1, the last)."
+            )
         down_after %= depth
         chs = stem_width or width
         self.stem = kit.conv_block(in_chans, chs, 3)

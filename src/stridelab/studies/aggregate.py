@@ -37,13 +37,22 @@ _CONFIG_IGNORED = (*NON_IDENTITY_KEYS, "seed", "task_name", "downsample.name", "
 
 def _ignored(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in _CONFIG_IGNORED)
+
+
 # The figures summary.md shows (when present); summary.csv has every numeric metric.
-HEADLINE = (("test/acc", "test acc"), ("shift/circular_consistency", "circular consistency"),
-            ("shift/circular_logit_change", "logit change"), ("crop/consistency", "crop consistency"),
-            ("border/deviation", "border deviation"), ("coverage/interior_ratio", "coverage ratio"),
-            ("position/gap", "position gap"), ("position/dissimilar_acc", "dissimilar acc"),
-            ("probe/spc", "position SPC"),
-            ("cost/train_images_per_s", "train img/s"), ("cost/flops_per_image", "FLOPs/img"))
+HEADLINE = (
+    ("test/acc", "test acc"),
+    ("shift/circular_consistency", "circular consistency"),
+    ("shift/circular_logit_change", "logit change"),
+    ("crop/consistency", "crop consistency"),
+    ("border/deviation", "border deviation"),
+    ("coverage/interior_ratio", "coverage ratio"),
+    ("position/gap", "position gap"),
+    ("position/dissimilar_acc", "dissimilar acc"),
+    ("probe/spc", "position SPC"),
+    ("cost/train_images_per_s", "train img/s"),
+    ("cost/flops_per_image", "FLOPs/img"),
+)
 
 
 @dataclass
@@ -125,6 +134,7 @@ def variant_columns(runs: list[Run]) -> tuple[list[str], dict]:
     keys = sorted({k for c in configs for k in c if not _ignored(k) and not k.endswith("_target_")})
     for k in keys:
         fields[f"{CONFIG_PREFIX}{k}"] = [r.config.get(k) for r in runs if r.config]
+
     def dump(v):
         return json.dumps(v, sort_keys=True, default=str)
 
@@ -140,14 +150,20 @@ def variant_columns(runs: list[Run]) -> tuple[list[str], dict]:
     groups: dict = {}
     for r in (r for r in runs if r.config):
         groups.setdefault(tuple(dump(r.metrics.get(c)) for c in named), []).append(r)
-    varying = named + [c for c in varying if c.startswith(CONFIG_PREFIX) and any(
-        len({dump(r.config.get(c[4:])) for r in g}) > 1 for g in groups.values())]
+    varying = named + [
+        c
+        for c in varying
+        if c.startswith(CONFIG_PREFIX) and any(len({dump(r.config.get(c[4:])) for r in g}) > 1 for g in groups.values())
+    ]
     # The preset's name adds nothing when it pairs one-to-one with another column (data=redgreen
     # <-> experiment=redgreen): leave it out of the tables.
     if "experiment" in varying:
         pairs = {c: {(dump(_value(r, c)), dump(r.metrics.get("experiment"))) for r in runs} for c in varying}
-        if any(len(pairs[c]) == len({a for a, _ in pairs[c]}) == len({b for _, b in pairs[c]})
-               for c in varying if c != "experiment"):
+        if any(
+            len(pairs[c]) == len({a for a, _ in pairs[c]}) == len({b for _, b in pairs[c]})
+            for c in varying
+            if c != "experiment"
+        ):
             varying.remove("experiment")
     return varying, constant
 
@@ -186,13 +202,21 @@ def analyse(root: str | os.PathLike) -> Study:
     root = Path(root)
     runs = collect(root)
     if not runs:
-        raise DataError(f"No runs under {root}: aggregation reads every metrics.json below the folder it is "
-                        "given. Pass a study or multirun folder (e.g. logs/studies/demo or logs/multiruns/<date>).")
+        raise DataError(
+            f"No runs under {root}: aggregation reads every metrics.json below the folder it is "
+            "given. Pass a study or multirun folder (e.g. logs/studies/demo or logs/multiruns/<date>)."
+        )
     varying, constant = variant_columns(runs)
     done = [r for r in runs if r.ok]
     failed = [r for r in runs if not r.ok]
-    metric_keys = sorted({k for r in done for k, v in r.metrics.items()
-                          if _is_number(v) and k not in RUN_FIELDS and k not in VARIANT_FIELDS})
+    metric_keys = sorted(
+        {
+            k
+            for r in done
+            for k, v in r.metrics.items()
+            if _is_number(v) and k not in RUN_FIELDS and k not in VARIANT_FIELDS
+        }
+    )
     variants: OrderedDict = OrderedDict()
     for r in sorted(done, key=lambda r: [str(_value(r, c)) for c in varying] + [str(r.metrics.get("seed"))]):
         variants.setdefault(tuple(_value(r, c) for c in varying), []).append(r)
@@ -205,14 +229,20 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-                         for k, v in row.items()})
+        writer.writerow(
+            {k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()}
+        )
     return buf.getvalue()
 
 
 def results_csv(study: Study) -> str:
-    first = ["status", "reason", *VARIANT_FIELDS, *[label(c) for c in study.variant_cols if c.startswith(CONFIG_PREFIX)],
-             "seed"]
+    first = [
+        "status",
+        "reason",
+        *VARIANT_FIELDS,
+        *[label(c) for c in study.variant_cols if c.startswith(CONFIG_PREFIX)],
+        "seed",
+    ]
     rest = sorted({k for r in study.runs for k in r.metrics} - set(first) - {"config_hash", "run_dir"})
     rows = []
     for r in sorted(study.runs, key=lambda r: str(r.path)):
@@ -248,14 +278,20 @@ def _fmt(v: float) -> str:
 def summary_md(study: Study, plots: list[str] = ()) -> str:
     lines = [f"# Study summary: {study.root}", ""]
     n_ok = sum(len(v) for v in study.variants.values())
-    lines.append(f"{len(study.runs)} runs: {n_ok} finished, {len(study.failed)} failed or unfinished; "
-                 f"{len(study.variants)} variants. Cells: mean ± 95% CI half-width over seeds "
-                 "(Student's t; no interval with one seed).")
+    lines.append(
+        f"{len(study.runs)} runs: {n_ok} finished, {len(study.failed)} failed or unfinished; "
+        f"{len(study.variants)} variants. Cells: mean ± 95% CI half-width over seeds "
+        "(Student's t; no interval with one seed)."
+    )
     lines.append("")
     named = {k: v for k, v in study.constant.items() if k in VARIANT_FIELDS}
     if named:
-        lines += ["Common to every run: " + ", ".join(f"`{k}={v}`" for k, v in named.items())
-                  + " (every other common setting: at the end).", ""]
+        lines += [
+            "Common to every run: "
+            + ", ".join(f"`{k}={v}`" for k, v in named.items())
+            + " (every other common setting: at the end).",
+            "",
+        ]
     shown = [(k, name) for k, name in HEADLINE if k in study.metric_keys]
     rows = study.summary_rows()
     head = [label(c) for c in study.variant_cols] or ["variant"]
@@ -270,21 +306,35 @@ def summary_md(study: Study, plots: list[str] = ()) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if study.failed:
-        lines += ["## Failed or unfinished runs (not in the means)", "", "| run | variant | seed | status | reason |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "## Failed or unfinished runs (not in the means)",
+            "",
+            "| run | variant | seed | status | reason |",
+            "|---|---|---|---|---|",
+        ]
         for r in study.failed:
             variant = ", ".join(f"{label(c)}={_value(r, c)}" for c in study.variant_cols) or "-"
             status = r.metrics.get("status", "?")
-            reason = r.metrics.get("reason") or ("did not finish (killed, or still running)" if status == "running" else "")
-            lines.append(f"| {r.path} | {variant} | {r.metrics.get('seed', '-')} | {status} | {str(reason).replace('|', '/')[:300]} |")
+            reason = r.metrics.get("reason") or (
+                "did not finish (killed, or still running)" if status == "running" else ""
+            )
+            lines.append(
+                f"| {r.path} | {variant} | {r.metrics.get('seed', '-')} | {status} | {str(reason).replace('|', '/')[:300]} |"
+            )
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"* `{p}`" for p in plots] + [""]
     lines.append("All metrics, per variant: `summary.csv`; per run: `results.csv`; definitions: docs/metrics.md.")
     others = {k: v for k, v in study.constant.items() if k not in VARIANT_FIELDS}
     if others:
-        lines += ["", f"<details><summary>Settings common to every run ({len(others)})</summary>", "",
-                  ", ".join(f"`{k}={v}`" for k, v in others.items()), "", "</details>"]
+        lines += [
+            "",
+            f"<details><summary>Settings common to every run ({len(others)})</summary>",
+            "",
+            ", ".join(f"`{k}={v}`" for k, v in others.items()),
+            "",
+            "</details>",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -29,5 +29,10 @@ class AggregateSweep(Callback):
             print("\n" + summary_for_console(sweep_dir))
             print(f"\nstridelab: study tables and plots in {sweep_dir}")
         except Exception as err:  # noqa: BLE001 - the sweep's own results must survive
-            log.error("aggregating %s failed (%s: %s); run python -m stridelab.aggregate %s to retry",
-                      sweep_dir, type(err).__name__, err, sweep_dir)
+            log.error(
+                "aggregating %s failed (%s: %s); run python -m stridelab.aggregate %s to retry",
+                sweep_dir,
+                type(err).__name__,
+                err,
+                sweep_dir,
+            )

@@ -38,9 +38,15 @@ def study_figures(study) -> dict[str, bytes]:
     if has("test/acc") and has("cost/train_images_per_s"):
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         for row, name in zip(rows, names):
-            ax.errorbar(row["cost/train_images_per_s/mean"], row["test/acc/mean"],
-                        xerr=_err(row.get("cost/train_images_per_s/ci95")), yerr=_err(row.get("test/acc/ci95")),
-                        fmt="o", capsize=3, label=name)
+            ax.errorbar(
+                row["cost/train_images_per_s/mean"],
+                row["test/acc/mean"],
+                xerr=_err(row.get("cost/train_images_per_s/ci95")),
+                yerr=_err(row.get("test/acc/ci95")),
+                fmt="o",
+                capsize=3,
+                label=name,
+            )
         ax.set_xlabel("training throughput (images/s)")
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{title}: accuracy vs training throughput (mean ± 95% CI)", fontsize=9)
@@ -57,8 +63,14 @@ def study_figures(study) -> dict[str, bytes]:
         width = 0.8 / len(keys)
         for j, (k, lab) in enumerate(keys):
             xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(rows))]
-            ax.bar(xs, [row[f"{k}/mean"] for row in rows], width, yerr=[_err(row.get(f"{k}/ci95")) for row in rows],
-                   capsize=3, label=lab)
+            ax.bar(
+                xs,
+                [row[f"{k}/mean"] for row in rows],
+                width,
+                yerr=[_err(row.get(f"{k}/ci95")) for row in rows],
+                capsize=3,
+                label=lab,
+            )
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(ylabel)
@@ -69,14 +81,34 @@ def study_figures(study) -> dict[str, bytes]:
         fig.tight_layout()
         out[fname] = _png(fig)
 
-    bars([("shift/circular_consistency", "circular shift (Chaman & Dokmanic 2021)"),
-          ("crop/consistency", "crop (Zhang 2019)")], "shift_consistency.png", "consistency",
-         "shift consistency per variant (mean ± 95% CI)")
-    bars([("border/deviation", "mean over layers"), ("border/features", "features")], "border_deviation.png",
-         "border deviation (constant input)", "border deviation per variant (Alsallakh et al. 2021)")
+    bars(
+        [
+            ("shift/circular_consistency", "circular shift (Chaman & Dokmanic 2021)"),
+            ("crop/consistency", "crop (Zhang 2019)"),
+        ],
+        "shift_consistency.png",
+        "consistency",
+        "shift consistency per variant (mean ± 95% CI)",
+    )
+    bars(
+        [("border/deviation", "mean over layers"), ("border/features", "features")],
+        "border_deviation.png",
+        "border deviation (constant input)",
+        "border deviation per variant (Alsallakh et al. 2021)",
+    )
 
-    layered = [(name, sorted((int(m.group(1)), row[k]) for k in row for m in [_LAYER.match(k.removesuffix("/mean"))]
-                             if m and k.endswith("/mean"))) for row, name in zip(rows, names)]
+    layered = [
+        (
+            name,
+            sorted(
+                (int(m.group(1)), row[k])
+                for k in row
+                for m in [_LAYER.match(k.removesuffix("/mean"))]
+                if m and k.endswith("/mean")
+            ),
+        )
+        for row, name in zip(rows, names)
+    ]
     if any(points for _, points in layered):
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         for name, points in layered:

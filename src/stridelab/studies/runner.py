@@ -51,12 +51,16 @@ def load_study(name: str) -> Study:
     if not path.suffix:
         path = STUDY_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"No study '{name}': studies are the files in {STUDY_DIR} ({', '.join(available())}). "
-                          "Run one with make study NAME=<name>, or pass the path of a study file.")
+        raise ConfigError(
+            f"No study '{name}': studies are the files in {STUDY_DIR} ({', '.join(available())}). "
+            "Run one with make study NAME=<name>, or pass the path of a study file."
+        )
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     if not isinstance(raw, dict) or not isinstance(raw.get("grids"), dict) or not raw["grids"]:
-        raise ConfigError(f"{path} is not a study file: it needs a 'grids:' mapping of named grids, each with "
-                          "'overrides' (a list) and 'params' (key: comma-separated values). See experiments/README.md.")
+        raise ConfigError(
+            f"{path} is not a study file: it needs a 'grids:' mapping of named grids, each with "
+            "'overrides' (a list) and 'params' (key: comma-separated values). See experiments/README.md."
+        )
     unknown = set(raw) - _KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; a study file has {sorted(_KEYS)}.")
@@ -64,10 +68,17 @@ def load_study(name: str) -> Study:
     for gname, g in raw["grids"].items():
         g = g or {}
         if set(g) - {"overrides", "params"}:
-            raise ConfigError(f"{path}: grid '{gname}' has unknown keys {sorted(set(g) - {'overrides', 'params'})}; "
-                              "a grid has 'overrides' and 'params'.")
-        grids.append(Grid(str(gname), [str(o) for o in g.get("overrides") or []],
-                          {str(k): str(v) for k, v in (g.get("params") or {}).items()}))
+            raise ConfigError(
+                f"{path}: grid '{gname}' has unknown keys {sorted(set(g) - {'overrides', 'params'})}; "
+                "a grid has 'overrides' and 'params'."
+            )
+        grids.append(
+            Grid(
+                str(gname),
+                [str(o) for o in g.get("overrides") or []],
+                {str(k): str(v) for k, v in (g.get("params") or {}).items()},
+            )
+        )
     return Study(path.stem, path, str(raw.get("question", "")).strip(), grids, raw.get("reference") or {})
 
 
@@ -82,11 +93,15 @@ def grid_argv(grid: Grid, sweep_dir: Path, extra: list[str], resume_dir: Path | 
     params = {k: v for k, v in grid.params.items() if k not in extra_keys}
     fixed = [o for o in grid.overrides if _key(o) not in extra_keys] + list(extra)
     excluded = sorted({_key(o) for o in fixed} | {"resume_dir"})
-    return ["-m", *fixed, *(f"{k}={v}" for k, v in params.items()),
-            f"resume_dir={resume_dir or sweep_dir}",
-            f"hydra.sweep.dir={sweep_dir}",
-            f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]",
-            "hydra.callbacks.aggregate.enabled=false"]
+    return [
+        "-m",
+        *fixed,
+        *(f"{k}={v}" for k, v in params.items()),
+        f"resume_dir={resume_dir or sweep_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]",
+        "hydra.callbacks.aggregate.enabled=false",
+    ]
 
 
 def grid_runs(grid: Grid, extra: list[str]) -> list[list[str]]:
@@ -98,8 +113,10 @@ def grid_runs(grid: Grid, extra: list[str]) -> list[list[str]]:
     argv = grid_argv(grid, Path("."), extra)
     swept = [a for a in argv[1:] if not a.startswith(("hydra.", "resume_dir="))]
     parsed = OverridesParser.create().parse_overrides(swept)
-    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-               else [o.input_line] for o in parsed]
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        for o in parsed
+    ]
     return [list(combo) for combo in itertools.product(*choices)]
 
 
@@ -125,14 +142,19 @@ def check_grid(grid: Grid, extra: list[str]) -> int:
                 built.add(key)
                 data = get_class(cfg.data._target_)
                 model = instantiate(cfg.model, _partial_=True)(
-                    num_classes=len(data.classes), in_chans=data.in_chans,
-                    downsample=instantiate(cfg.downsample), padding=instantiate(cfg.padding))
+                    num_classes=len(data.classes),
+                    in_chans=data.in_chans,
+                    downsample=instantiate(cfg.downsample),
+                    padding=instantiate(cfg.padding),
+                )
                 check_geometry(model, (data.in_chans, data.image_size, data.image_size))
             except Exception as err:
                 while err.__cause__ is not None and not isinstance(err, StridelabError):
                     err = err.__cause__
-                raise ConfigError(f"grid '{grid.name}', run {' '.join(overrides)}: {' '.join(str(err).split())}. "
-                                  "Fix the study file or the overrides given on the command line.") from None
+                raise ConfigError(
+                    f"grid '{grid.name}', run {' '.join(overrides)}: {' '.join(str(err).split())}. "
+                    "Fix the study file or the overrides given on the command line."
+                ) from None
     return len(runs)
 
 
@@ -148,8 +170,9 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
     print(f"stridelab: study '{study.name}': {study.question.splitlines()[0] if study.question else ''}")
     for grid in study.grids:
         argv = grid_argv(grid, root / grid.name, list(extra), resume_dir=root)
-        print(f"stridelab: grid '{grid.name}' -> {root / grid.name}\n  python -m stridelab.train "
-              + " ".join(argv[:-4]))
+        print(
+            f"stridelab: grid '{grid.name}' -> {root / grid.name}\n  python -m stridelab.train " + " ".join(argv[:-4])
+        )
         if dry_run:
             n = check_grid(grid, list(extra))
             print(f"  {n} runs composed; each one's model built and its geometry checked")

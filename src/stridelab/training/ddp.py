@@ -15,8 +15,17 @@ from pathlib import Path
 from omegaconf import read_write
 
 # What Lightning's DDP launcher puts into this process's environment.
-DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RANK", "GROUP_RANK",
-           "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
+DDP_ENV = (
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RANK",
+    "GROUP_RANK",
+    "LOCAL_WORLD_SIZE",
+    "TORCHELASTIC_RUN_ID",
+)
 
 
 def is_rank_zero() -> bool:

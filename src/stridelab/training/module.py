@@ -53,9 +53,16 @@ class Classifier(L.LightningModule):
     """Trains ``model`` with ``optimizer`` (a partial taking params) and ``scheduler`` (a partial
     taking the optimizer and ``total_steps``)."""
 
-    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 label_smoothing: float = 0.0, compile: bool = False, channels_last: bool = True,
-                 eval_names: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        label_smoothing: float = 0.0,
+        compile: bool = False,
+        channels_last: bool = True,
+        eval_names: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler

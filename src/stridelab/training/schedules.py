@@ -24,8 +24,9 @@ def warmup_cosine(optimizer, total_steps: int, warmup_frac: float = 0.05, final_
     return LambdaLR(optimizer, factor)
 
 
-def one_cycle_linear(optimizer, total_steps: int, peak_frac: float = 0.25, start_frac: float = 0.1,
-                     final_frac: float = 0.0) -> LambdaLR:
+def one_cycle_linear(
+    optimizer, total_steps: int, peak_frac: float = 0.25, start_frac: float = 0.1, final_frac: float = 0.0
+) -> LambdaLR:
     """Triangular one-cycle: linear from ``start_frac`` up to 1 at ``peak_frac``, then down to ``final_frac``."""
     peak = max(1, int(peak_frac * total_steps))
 
