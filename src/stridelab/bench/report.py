@@ -17,8 +17,9 @@ def _label(name: str) -> str:
 def table(result: dict) -> str:
     s, m = result["setup"], result["machine"]
     device = m.get("gpu") if s["device"].startswith("cuda") else f"{m['cpu']}, {m['torch_threads']} threads"
+    quick = ", QUICK: sizes too small to mean anything" if result["quick"] else ""
     lines = [
-        f"stridelab bench ({result['preset']} preset{', QUICK: sizes too small to mean anything' if result['quick'] else ''})",
+        f"stridelab bench ({result['preset']} preset{quick})",
         f"  {s['model']} ({' '.join(result['overrides']) or 'defaults'}), batch {s['batch_size']}, "
         f"{s['device']} ({device}), {s['precision']}"
         f"{', channels_last' if s['channels_last'] else ''}{', torch.compile' if s['compile'] else ''}",

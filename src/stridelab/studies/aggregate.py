@@ -318,9 +318,8 @@ def summary_md(study: Study, plots: list[str] = ()) -> str:
             reason = r.metrics.get("reason") or (
                 "did not finish (killed, or still running)" if status == "running" else ""
             )
-            lines.append(
-                f"| {r.path} | {variant} | {r.metrics.get('seed', '-')} | {status} | {str(reason).replace('|', '/')[:300]} |"
-            )
+            reason = str(reason).replace("|", "/")[:300]
+            lines.append(f"| {r.path} | {variant} | {r.metrics.get('seed', '-')} | {status} | {reason} |")
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"* `{p}`" for p in plots] + [""]
