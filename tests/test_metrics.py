@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -236,27 +235,44 @@ def test_flops_of_a_known_convolution_match_the_closed_form():
     assert count_flops(two, (3, 32, 32), train=True) == 2 * count_flops(conv, (3, 32, 32)) + 3 * second
 
 
+class _FakeClock:
+    """``time.perf_counter`` that moves only when a model says a forward pass took time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class _Slowed(nn.Module):
-    """A tiny model whose every forward pass takes ``delay`` seconds more."""
+    """A tiny model whose every forward pass takes ``delay`` seconds on the class's ``clock`` (a class
+    attribute: the throughput probes time a deep copy of the model)."""
+
+    clock = _FakeClock()
 
     def __init__(self, delay: float) -> None:
         super().__init__()
-        self.delay, self.conv, self.fc = delay, nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 10)
+        self.delay = delay
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 10)
 
     def forward(self, x):
-        time.sleep(self.delay)
+        self.clock.now += self.delay
         return self.fc(self.conv(x).mean((2, 3)))
 
 
-def test_a_slowed_model_reports_proportionally_fewer_images_per_s():
+def test_a_slowed_model_reports_proportionally_fewer_images_per_s(monkeypatch):
+    """Images/s = images in the timed steps / their time, warm-up excluded (on a fake clock, so the
+    figure is exact and independent of machine load)."""
+    import stridelab.training.timing as timing
+
+    monkeypatch.setattr(timing.time, "perf_counter", _Slowed.clock)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
-    fast_t = training_throughput(_Slowed(0.01), x, y, steps=5, warmup=1)
-    slow_t = training_throughput(_Slowed(0.03), x, y, steps=5, warmup=1)
-    fast_i = inference_throughput(_Slowed(0.01), x, steps=5, warmup=1)
-    slow_i = inference_throughput(_Slowed(0.03), x, steps=5, warmup=1)
-    assert 2.2 < fast_t / slow_t < 3.3
-    assert 2.2 < fast_i / slow_i < 3.3
-    assert 8 / 0.03 * 0.5 < fast_t < 8 / 0.01  # a step costs at least its sleep
+    assert training_throughput(_Slowed(0.01), x, y, steps=5, warmup=1) == pytest.approx(8 / 0.01)
+    assert training_throughput(_Slowed(0.03), x, y, steps=5, warmup=1) == pytest.approx(8 / 0.03)
+    assert inference_throughput(_Slowed(0.03), x, steps=5, warmup=1) == pytest.approx(8 / 0.03)
+    # min_seconds: the steps double until that much time is timed: 5 + 10 + 20 steps of 0.01 s
+    assert training_throughput(_Slowed(0.01), x, y, steps=5, warmup=1, min_seconds=0.3) == pytest.approx(800)
 
 
 # -- position gap ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ def _metrics(root):
     return {p.parent.name: json.loads(p.read_text()) for p in root.rglob("metrics.json")}
 
 
+@pytest.mark.slow
 def test_grid_aggregates_reports_failures_and_resumes(tmp_path):
     sweep = tmp_path / "sweep"
     grid = ["-m", *TINY, NO_SUITE, "downsample=conv,maxpool", "seed=0,1", f"hydra.sweep.dir={sweep}"]
@@ -71,6 +72,7 @@ def _study_cli(args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_study_file_runs_its_grids_and_resumes(tmp_path):
     study = tmp_path / "tiny.yaml"
     study.write_text(f"""question: Does the runner work?
@@ -104,6 +106,7 @@ grids:
     assert again.stdout.count("skipped, this config already finished") == 4
 
 
+@pytest.mark.slow
 def test_unknown_study_lists_the_studies(tmp_path):
     proc = _study_cli(["nosuchstudy"], tmp_path)
     assert proc.returncode == 2 and "No study 'nosuchstudy'" in proc.stderr and "kayhan_redgreen" in proc.stderr
@@ -143,6 +146,7 @@ def test_dry_run_composes_and_builds_every_run_of_the_shift_invariance_study():
         check_grid(grid, ["model=resnet20", "seed=0", "downsample.norm=l1"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_launchers_complete_a_two_run_grid(tmp_path, launcher):
     sweep = tmp_path / "sweep"
@@ -158,6 +162,7 @@ def test_launchers_complete_a_two_run_grid(tmp_path, launcher):
     assert (sweep / "summary.md").is_file()
 
 
+@pytest.mark.slow
 def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path):
     """trainer=ddp on 2 CPU processes (gloo) inside a Hydra multirun: Lightning's workers must join
     their own job, not start the sweep again; only rank 0 writes results."""
@@ -186,6 +191,7 @@ def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path):
         assert m["test/acc"] == pytest.approx(m["crop/acc_at_+0"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_runs_and_the_aggregate_computable(tmp_path):
     import signal
     import time

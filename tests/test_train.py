@@ -35,6 +35,7 @@ def only_run_dir(root):
     return runs[0]
 
 
+@pytest.mark.slow
 def test_cli_trains_learns_and_writes_results(tmp_path):
     proc = run_cli([*QUICK, "downsample=blurpool", "padding=reflect", "metrics=quick"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -102,6 +103,7 @@ def test_config_hash_ignores_paths_but_not_variants(tmp_path):
     assert config_hash(a) == config_hash(b) != config_hash(c)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,expect",
     [
@@ -123,6 +125,7 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, args, expect):
         assert metrics["status"] == "failed" and metrics["reason"]
 
 
+@pytest.mark.slow
 def test_run_ids_differ_between_processes():
     code = (
         "from stridelab.config import register_resolvers as r; from omegaconf import OmegaConf as O; r(); "

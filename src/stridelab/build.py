@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stridelab.config import resolve_precision
+from stridelab.config import VARIANT_FIELDS, resolve_precision
 from stridelab.errors import StridelabError
 
 
@@ -72,17 +72,18 @@ def registry_name(target: str, module: str, registry: str) -> str:
 
 
 def variant_fields(cfg: DictConfig, choices: dict | None = None) -> dict:
-    """What identifies a variant in tables: names, not _target_ paths."""
+    """The :data:`~stridelab.config.VARIANT_FIELDS` of a run and its seed: names, not _target_ paths."""
     choices = choices if choices is not None else hydra_choices()
-    return {
+    fields = {
         "model": choices.get("model") or registry_name(cfg.model._target_, "stridelab.models", "MODEL_REGISTRY"),
         "downsample": cfg.downsample.name,
         "padding": cfg.padding.mode,
         "padding_amount": cfg.padding.amount,
         "data": choices.get("data") or registry_name(cfg.data._target_, "stridelab.data", "DATA_REGISTRY"),
-        "seed": int(cfg.seed),
         "experiment": choices.get("experiment"),
     }
+    assert tuple(fields) == VARIANT_FIELDS  # one list: extend VARIANT_FIELDS and this together
+    return {**fields, "seed": int(cfg.seed)}
 
 
 @dataclass

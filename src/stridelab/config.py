@@ -30,6 +30,11 @@ NON_IDENTITY_KEYS = (
 )
 
 
+# metrics.json fields that name a variant (stridelab.build.variant_fields fills them; the first columns
+# of every table, the HPARAMS of TensorBoard); the seed tells the runs of one variant apart.
+VARIANT_FIELDS = ("model", "downsample", "padding", "padding_amount", "data", "experiment")
+
+
 def config_hash(cfg: DictConfig) -> str:
     """A stable id of what a run trains (resolved config minus :data:`NON_IDENTITY_KEYS`): equal
     configs, equal hash. Resume matches finished runs by it."""

@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from stridelab.build import build_run, check_data_on_disk, unwrap_error, variant_fields
-from stridelab.config import CONFIG_DIR, config_hash, register_resolvers
+from stridelab.config import CONFIG_DIR, VARIANT_FIELDS, config_hash, register_resolvers
 from stridelab.errors import StridelabError
 from stridelab.files import atomic_write_text
 from stridelab.training.ddp import ddp_environment, end_distributed, is_rank_zero, workers_join_this_job
@@ -136,7 +136,7 @@ def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
     from stridelab.metrics.suite import METRIC_GROUPS
 
     final_groups = ("test", "test_dissimilar", "val", "train", *METRIC_GROUPS)
-    hparams = {k: metrics[k] for k in ("model", "downsample", "padding", "padding_amount", "data", "seed")}
+    hparams = {k: "-" if metrics[k] is None else metrics[k] for k in (*VARIANT_FIELDS, "seed")}
     # Per-layer and per-shift figures stay scalars: they differ between models and would crowd the table.
     finals = {
         k: v

@@ -19,15 +19,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stridelab.config import NON_IDENTITY_KEYS
+from stridelab.config import NON_IDENTITY_KEYS, VARIANT_FIELDS
 from stridelab.errors import DataError
 from stridelab.files import atomic_write_bytes, atomic_write_text
 from stridelab.studies.labels import CONFIG_PREFIX, label
 from stridelab.studies.stats import describe
 from stridelab.training.results import METRICS_FILE
 
-# metrics.json fields that name the variant (the first columns of every table).
-VARIANT_FIELDS = ("model", "downsample", "padding", "padding_amount", "data", "experiment")
 # metrics.json fields that are neither the variant nor a metric.
 RUN_FIELDS = ("status", "reason", "seed", "config_hash", "run_dir")
 # Config keys that do not tell variants apart: where results go (stridelab.config.NON_IDENTITY_KEYS),
@@ -173,7 +171,7 @@ def _value(run: Run, column: str):
 
 
 @dataclass
-class Study:
+class Aggregate:
     """The aggregate of one folder of runs."""
 
     root: Path
@@ -198,7 +196,7 @@ class Study:
         return rows
 
 
-def analyse(root: str | os.PathLike) -> Study:
+def analyse(root: str | os.PathLike) -> Aggregate:
     root = Path(root)
     runs = collect(root)
     if not runs:
@@ -220,7 +218,7 @@ def analyse(root: str | os.PathLike) -> Study:
     variants: OrderedDict = OrderedDict()
     for r in sorted(done, key=lambda r: [str(_value(r, c)) for c in varying] + [str(r.metrics.get("seed"))]):
         variants.setdefault(tuple(_value(r, c) for c in varying), []).append(r)
-    return Study(root, runs, varying, constant, metric_keys, variants, failed)
+    return Aggregate(root, runs, varying, constant, metric_keys, variants, failed)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -235,7 +233,7 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def results_csv(study: Study) -> str:
+def results_csv(study: Aggregate) -> str:
     first = [
         "status",
         "reason",
@@ -252,7 +250,7 @@ def results_csv(study: Study) -> str:
     return _csv(rows, [*first, *rest, "config_hash", "run_dir"])
 
 
-def summary_csv(study: Study) -> str:
+def summary_csv(study: Aggregate) -> str:
     cols = [*[label(c) for c in study.variant_cols], "n_seeds", "seeds"]
     for m in study.metric_keys:
         cols += [f"{m}/mean", f"{m}/std", f"{m}/ci95"]
@@ -275,7 +273,7 @@ def _fmt(v: float) -> str:
     return f"{v:.3f}"
 
 
-def summary_md(study: Study, plots: list[str] = ()) -> str:
+def summary_md(study: Aggregate, plots: list[str] = ()) -> str:
     lines = [f"# Study summary: {study.root}", ""]
     n_ok = sum(len(v) for v in study.variants.values())
     lines.append(
@@ -337,7 +335,7 @@ def summary_md(study: Study, plots: list[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def aggregate(root: str | os.PathLike, plots: bool = True) -> Study:
+def aggregate(root: str | os.PathLike, plots: bool = True) -> Aggregate:
     """Analyse ``root`` and write its tables (and plots) into it; returns the analysis."""
     study = analyse(root)
     root = Path(root)

@@ -33,7 +33,7 @@ class Grid:
 
 
 @dataclass
-class Study:
+class StudyFile:
     name: str
     path: Path
     question: str
@@ -45,7 +45,7 @@ def available() -> list[str]:
     return sorted(p.stem for p in STUDY_DIR.glob("*.yaml"))
 
 
-def load_study(name: str) -> Study:
+def load_study(name: str) -> StudyFile:
     """``name`` is a file stem in ``experiments/`` or a path to a study file."""
     path = Path(name)
     if not path.suffix:
@@ -79,7 +79,7 @@ def load_study(name: str) -> Study:
                 {str(k): str(v) for k, v in (g.get("params") or {}).items()},
             )
         )
-    return Study(path.stem, path, str(raw.get("question", "")).strip(), grids, raw.get("reference") or {})
+    return StudyFile(path.stem, path, str(raw.get("question", "")).strip(), grids, raw.get("reference") or {})
 
 
 def _key(override: str) -> str:
@@ -208,12 +208,12 @@ def _run_hydra(argv: list[str]) -> None:
         GlobalHydra.instance().clear()
 
 
-def _add_study_header(study: Study, summary: Path) -> None:
+def _add_study_header(study: StudyFile, summary: Path) -> None:
     """The study's question on top of its summary, and the literature's numbers after the table."""
 
     text = summary.read_text()
     head, _, rest = text.partition("\n")
-    parts = [head, "", f"Study `{study.name}` ({study.path}): {study.question}"]
+    parts = [head, "", f"StudyFile `{study.name}` ({study.path}): {study.question}"]
     body = rest
     if study.reference:
         ref = dict(study.reference)
