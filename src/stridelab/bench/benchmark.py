@@ -257,7 +257,9 @@ def run_benchmark(opts: BenchOptions) -> dict:
             result["run_cost"] = _run_costs(config, batch, opts)
         if opts.demo:
             demo = (
-                ["experiment=smoke", "data.train_size=512", "data.test_size=256"] if opts.quick else ["experiment=demo"]
+                ["experiment=smoke", "data.train_size=512", "data.test_size=256"]
+                if opts.quick
+                else ["experiment=shapes10_quick"]
             )
             _progress(f"a standard run ({demo[0]}) with the measurement suite ...")
             t0 = time.perf_counter()
