@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "stridelab"
 RANK = {
     "errors": 0,
     "config": 0,
-    "files": 0,  # leaves
+    "files": 0,
+    "registry": 0,  # leaves
     "layers": 1,
     "data": 1,
     "models": 2,

@@ -139,3 +139,22 @@ def test_simple_cnn_explicit_widths_and_early_downsampling(downsample):
     assert rows[-1].out_shape == (1, 10) and sum(r.out_shape[1] == 24 for r in rows) > 0
     with pytest.raises(ConfigError, match="down_after=2 names no conv"):
         build("simple_cnn", downsample, down_after=2)
+
+
+def test_one_registration_style_for_strategies_models_and_data():
+    from stridelab.data import DATA_REGISTRY
+    from stridelab.registry import Registry
+
+    for reg, names in (
+        (DOWNSAMPLE_REGISTRY, {"aps", "blurpool"}),
+        (MODEL_REGISTRY, {"resnet20", "simple_cnn"}),
+        (DATA_REGISTRY, {"cifar10", "shapes10", "redgreen"}),
+    ):
+        assert isinstance(reg, Registry) and names <= set(reg)
+    reg = Registry("widget")
+    reg.register("a")(int)
+    reg.register("a")(int)  # the same object again (a module re-imported) is fine
+    with pytest.raises(ValueError, match="two widgets registered as 'a'"):
+        reg.register("a")(float)
+    with pytest.raises(ConfigError, match="Unknown widget 'b'. Valid widget values are: a"):
+        reg.get_checked("b")

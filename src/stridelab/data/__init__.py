@@ -6,17 +6,13 @@ data set before torch and Lightning are imported.
 
 import importlib
 
-_EXPORTS = ("Cifar10DataModule", "DeviceBatches", "DeviceDataModule", "RedGreenDataModule",
+_EXPORTS = ("DATA_REGISTRY", "Cifar10DataModule", "DeviceBatches", "DeviceDataModule", "RedGreenDataModule",
             "Shapes10DataModule", "Splits")
 
-__all__ = ["DATA_REGISTRY", *_EXPORTS]
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name):
-    if name not in _EXPORTS and name != "DATA_REGISTRY":  # e.g. a submodule about to be imported
+    if name not in _EXPORTS:  # e.g. a submodule about to be imported
         raise AttributeError(f"module 'stridelab.data' has no attribute {name!r}")
-    datamodule = importlib.import_module("stridelab.data.datamodule")
-    if name == "DATA_REGISTRY":
-        return {m.name: m for m in (datamodule.Cifar10DataModule, datamodule.Shapes10DataModule,
-                                    datamodule.RedGreenDataModule)}
-    return getattr(datamodule, name)
+    return getattr(importlib.import_module("stridelab.data.datamodule"), name)

@@ -20,6 +20,7 @@ from stridelab.data import cifar10
 from stridelab.data.augment import BatchTransform
 from stridelab.data.probes import REDGREEN_CLASSES, SHAPES10_CLASSES, make_redgreen, make_shapes10
 from stridelab.errors import ConfigError
+from stridelab.registry import Registry
 
 
 @dataclass
@@ -105,6 +106,9 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
         means.append(m)
         stds.append(float(np.sqrt(max((p * values**2).sum() - m * m, 1e-12))))
     return means, stds
+
+
+DATA_REGISTRY = Registry("data")  # each data module below registers itself under its ``name``
 
 
 class DeviceDataModule(L.LightningDataModule):
@@ -237,6 +241,7 @@ class DeviceDataModule(L.LightningDataModule):
                 for x, y in self._device_data["tests"].values()]
 
 
+@DATA_REGISTRY.register()
 class Cifar10DataModule(DeviceDataModule):
     """Real CIFAR-10 from ``root`` (downloaded there when missing and ``download`` is true)."""
 
@@ -282,6 +287,7 @@ class GeneratedDataModule(DeviceDataModule):
         return (self.name, self.train_size + self.val_size, self.test_size, self.data_seed)
 
 
+@DATA_REGISTRY.register()
 class Shapes10DataModule(GeneratedDataModule):
     """Generated shapes and textures (see :mod:`stridelab.data.probes`)."""
 
@@ -294,6 +300,7 @@ class Shapes10DataModule(GeneratedDataModule):
         return Splits(train=train, tests={"test": make_shapes10(self.test_size, seed=self.test_seed)})
 
 
+@DATA_REGISTRY.register()
 class RedGreenDataModule(GeneratedDataModule):
     """Kayhan & van Gemert's red-green task, with the ``test_dissimilar`` set reported apart."""
 

@@ -51,13 +51,9 @@ from stridelab.layers.polyphase import (
     check_temperatures,
 )
 from stridelab.layers.pool import create_dense_max, create_pool
+from stridelab.registry import Registry
 
-DOWNSAMPLE_REGISTRY: dict[str, type["Downsample"]] = {}
-
-
-def register_downsample(cls):
-    DOWNSAMPLE_REGISTRY[cls.name] = cls
-    return cls
+DOWNSAMPLE_REGISTRY = Registry("downsample")
 
 
 @dataclass
@@ -88,7 +84,7 @@ class Downsample:
         return int(self.pool_size or model_default)
 
 
-@register_downsample
+@DOWNSAMPLE_REGISTRY.register()
 @dataclass
 class ConvDownsample(Downsample):
     """Stride-2 convolution (the all-convolutional choice). ``kernel_size`` for pool positions."""
@@ -106,7 +102,7 @@ class ConvDownsample(Downsample):
         return nn.Sequential(OrderedDict(conv=kit.conv(in_chs, out_chs, 1, stride=2), norm=kit.norm_layer(out_chs)))
 
 
-@register_downsample
+@DOWNSAMPLE_REGISTRY.register()
 @dataclass
 class StridedDownsample(ConvDownsample):
     """Springenberg's Strided-CNN: pooling removed, the conv before it strided."""
@@ -144,21 +140,21 @@ class _PoolDownsample(Downsample):
         )
 
 
-@register_downsample
+@DOWNSAMPLE_REGISTRY.register()
 @dataclass
 class MaxPoolDownsample(_PoolDownsample):
     name: ClassVar[str] = "maxpool"
     kind: ClassVar[str] = "max"
 
 
-@register_downsample
+@DOWNSAMPLE_REGISTRY.register()
 @dataclass
 class AvgPoolDownsample(_PoolDownsample):
     name: ClassVar[str] = "avgpool"
     kind: ClassVar[str] = "avg"
 
 
-@register_downsample
+@DOWNSAMPLE_REGISTRY.register()
 @dataclass
 class BlurPoolDownsample(_PoolDownsample):
     """Anti-aliased downsampling (Zhang 2019) with a ``filter_size`` binomial filter."""
@@ -235,7 +231,7 @@ class _PolyphaseDownsample(Downsample):
         return self.block(kit, in_chs, out_chs, kernel_size, tie=tie), self.shortcut(kit, in_chs, out_chs, tie=tie)
 
 
-@register_downsample
+@DOWNSAMPLE_REGISTRY.register()
 @dataclass
 class ApsDownsample(_PolyphaseDownsample):
     """Adaptive polyphase sampling (Chaman & Dokmanic 2021): the largest-``norm`` component."""
@@ -251,7 +247,7 @@ class ApsDownsample(_PolyphaseDownsample):
         return AdaptivePolyphase(self.norm, kit.padding.mode, tie)
 
 
-@register_downsample
+@DOWNSAMPLE_REGISTRY.register()
 @dataclass
 class LpsDownsample(_PolyphaseDownsample):
     """Learnable polyphase sampling (Rojas-Gomez et al. 2022): a scorer of ``hidden`` channels (None:
@@ -278,8 +274,7 @@ class LpsDownsample(_PolyphaseDownsample):
 
 def create_downsample(name: str, **kwargs) -> Downsample:
     """Build a downsampling strategy by registry name (``conv``, ``strided``, ``maxpool``, ...)."""
-    choose("downsample", name, DOWNSAMPLE_REGISTRY)
-    cls = DOWNSAMPLE_REGISTRY[name]
+    cls = DOWNSAMPLE_REGISTRY.get_checked(name)
     try:
         return cls(**kwargs)
     except TypeError as err:

@@ -1,26 +1,19 @@
-"""Model registry: every model takes ``num_classes``, ``in_chans``, ``downsample`` and ``padding``."""
+"""Models: every model takes ``num_classes``, ``in_chans``, ``downsample`` and ``padding`` and registers
+itself in :data:`MODEL_REGISTRY` where it is defined."""
 
 from __future__ import annotations
 
-from stridelab.errors import choose
 from stridelab.models.allcnn import AllCNN, allcnn_c
-from stridelab.models.base import StagedNet
+from stridelab.models.base import MODEL_REGISTRY, StagedNet
 from stridelab.models.geometry import check_geometry, trace
 from stridelab.models.redgreen import RedGreenNet
 from stridelab.models.resnet import CifarResNet, resnet20
 from stridelab.models.simple_cnn import SimpleCNN
 
-MODEL_REGISTRY = {
-    "simple_cnn": SimpleCNN,
-    "resnet20": resnet20,
-    "allcnn_c": allcnn_c,
-    "redgreen_net": RedGreenNet,
-}
-
 
 def create_model(name: str, **kwargs) -> StagedNet:
-    choose("model", name, MODEL_REGISTRY)
-    return MODEL_REGISTRY[name](**kwargs)
+    """Build a model by registry name (``simple_cnn``, ``resnet20``, ``allcnn_c``, ``redgreen_net``)."""
+    return MODEL_REGISTRY.get_checked(name)(**kwargs)
 
 
 __all__ = [
@@ -29,6 +22,8 @@ __all__ = [
     "check_geometry",
     "trace",
     "AllCNN",
+    "allcnn_c",
+    "resnet20",
     "CifarResNet",
     "RedGreenNet",
     "SimpleCNN",

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import torch.nn as nn
 
-from stridelab.models.base import StagedNet, resolve_parts
+from stridelab.models.base import MODEL_REGISTRY, StagedNet, resolve_parts
 
 
 class AllCNN(StagedNet):
@@ -79,6 +79,7 @@ class AllCNN(StagedNet):
         return self.head(self.forward_features(x))
 
 
+@MODEL_REGISTRY.register("allcnn_c")
 def allcnn_c(**kwargs) -> AllCNN:
     return AllCNN(**kwargs)
 

@@ -7,6 +7,10 @@ import torch.nn as nn
 
 from stridelab.errors import choose
 from stridelab.layers import ConvKit, Downsample, PaddingSpec, create_downsample
+from stridelab.registry import Registry
+
+# Every model takes num_classes, in_chans, downsample and padding; each model file registers its own.
+MODEL_REGISTRY = Registry("model")
 
 
 def resolve_parts(downsample, padding, norm: str, act: str, bias=None) -> tuple[Downsample, ConvKit]:

@@ -12,9 +12,10 @@ from collections import OrderedDict
 
 import torch.nn as nn
 
-from stridelab.models.base import ClassifierHead, StagedNet, resolve_parts
+from stridelab.models.base import MODEL_REGISTRY, ClassifierHead, StagedNet, resolve_parts
 
 
+@MODEL_REGISTRY.register("redgreen_net")
 class RedGreenNet(StagedNet):
     def __init__(
         self,

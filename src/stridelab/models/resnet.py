@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch.nn as nn
 
 from stridelab.errors import ConfigError
-from stridelab.models.base import ClassifierHead, StagedNet, resolve_parts
+from stridelab.models.base import MODEL_REGISTRY, ClassifierHead, StagedNet, resolve_parts
 
 
 class BasicBlock(nn.Module):
@@ -80,5 +80,6 @@ class CifarResNet(StagedNet):
         self.head = ClassifierHead(chs, num_classes, "avg")
 
 
+@MODEL_REGISTRY.register("resnet20")
 def resnet20(**kwargs) -> CifarResNet:
     return CifarResNet(blocks_per_stage=3, **kwargs)

@@ -7,9 +7,10 @@ from collections import OrderedDict
 import torch.nn as nn
 
 from stridelab.errors import ConfigError
-from stridelab.models.base import ClassifierHead, StagedNet, resolve_parts
+from stridelab.models.base import MODEL_REGISTRY, ClassifierHead, StagedNet, resolve_parts
 
 
+@MODEL_REGISTRY.register("simple_cnn")
 class SimpleCNN(StagedNet):
     """Stage ``i`` has ``width * width_mult**i`` channels (or ``widths[i]``) and downsamples after its
     conv ``down_after`` (default: the last) with the downsampling strategy's pool position
