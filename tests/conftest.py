@@ -23,7 +23,7 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def compose(overrides: list[str], tmp_path: Path):
+def _compose(overrides: list[str], tmp_path: Path):
     """The train config as the CLI would build it, with outputs under ``tmp_path``."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -36,7 +36,7 @@ def compose(overrides: list[str], tmp_path: Path):
         return hydra_compose(config_name="train", overrides=[*overrides, *paths])
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+def _run_cli(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
     """``python -m stridelab.train ARGS`` in a fresh process, as a user would run it."""
     env = {**os.environ, "STRIDELAB_ROOT": str(cwd), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
@@ -47,3 +47,15 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.Comple
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """``compose(overrides, tmp_path)``: the train config as the CLI would build it, outputs under tmp_path."""
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(args, cwd, timeout=240)``: ``python -m stridelab.train ARGS`` in a fresh process."""
+    return _run_cli

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import ROOT, compose
+from conftest import ROOT
 
 from stridelab.errors import ConfigError
 from stridelab.train import run
@@ -15,7 +15,7 @@ DOCS = ROOT / "docs" / "metrics.md"
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, compose):
     tmp = tmp_path_factory.mktemp("smoke")
     cfg = compose(["experiment=smoke", "save_weights=true", "downsample=maxpool", "padding=zeros"], tmp)
     return run(cfg), tmp / "run"
@@ -161,7 +161,7 @@ def test_evaluate_refuses_weights_of_another_model(smoke_run, tmp_path, capsys):
     assert "does not hold this run's weights" in capsys.readouterr().err
 
 
-def test_suite_knobs_are_checked_and_skip_works(tmp_path):
+def test_suite_knobs_are_checked_and_skip_works(tmp_path, compose):
     with pytest.raises(ConfigError, match="metrics.skip"):
         run(compose(["experiment=smoke", "metrics.skip=[shfit]"], tmp_path / "a"))
     metrics = run(

@@ -269,12 +269,10 @@ def test_suite_keys_and_models_without_stages():
 
 
 # -- (e) trained shapes10 models: zero padding encodes position, circular padding does not ------------
-def test_trained_zero_padded_network_encodes_more_position_than_circular(tmp_path):
+def test_trained_zero_padded_network_encodes_more_position_than_circular(tmp_path, compose):
     """simple_cnn width 8, 64 SGD steps on 2048 shapes10 images (about 2 s + 3.5 s on 2 CPU cores).
     Seeds 0-4 gave position SPC 0.64-0.71 with zeros and 0.005-0.022 with circular padding (96 steps:
     0.52-0.74 and -0.01-0.08)."""
-    from conftest import compose
-
     from stridelab.train import run
 
     found = {}

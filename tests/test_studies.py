@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
 
 from stridelab.errors import ConfigError
 
@@ -23,7 +22,7 @@ def _metrics(root):
 
 
 @pytest.mark.slow
-def test_grid_aggregates_reports_failures_and_resumes(tmp_path):
+def test_grid_aggregates_reports_failures_and_resumes(tmp_path, run_cli):
     sweep = tmp_path / "sweep"
     grid = ["-m", *TINY, NO_SUITE, "downsample=conv,maxpool", "seed=0,1", f"hydra.sweep.dir={sweep}"]
     first = run_cli(grid, tmp_path)
@@ -112,9 +111,7 @@ def test_unknown_study_lists_the_studies(tmp_path):
     assert proc.returncode == 2 and "No study 'nosuchstudy'" in proc.stderr and "kayhan_redgreen" in proc.stderr
 
 
-def test_study_files_parse_and_every_grid_composes(tmp_path):
-    from conftest import compose
-
+def test_study_files_parse_and_every_grid_composes(tmp_path, compose):
     from stridelab.studies.runner import available, grid_argv, load_study
 
     assert {"demo", "padding_x_downsampling", "kayhan_redgreen", "allcnn_springenberg"} <= set(available())
@@ -148,7 +145,7 @@ def test_dry_run_composes_and_builds_every_run_of_the_shift_invariance_study():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_launchers_complete_a_two_run_grid(tmp_path, launcher):
+def test_launchers_complete_a_two_run_grid(tmp_path, launcher, run_cli):
     sweep = tmp_path / "sweep"
     proc = run_cli(
         ["-m", f"launcher={launcher}", *TINY, NO_SUITE, "downsample=conv,maxpool", f"hydra.sweep.dir={sweep}"],
@@ -163,7 +160,7 @@ def test_launchers_complete_a_two_run_grid(tmp_path, launcher):
 
 
 @pytest.mark.slow
-def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path):
+def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path, run_cli):
     """trainer=ddp on 2 CPU processes (gloo) inside a Hydra multirun: Lightning's workers must join
     their own job, not start the sweep again; only rank 0 writes results."""
     sweep = tmp_path / "sweep"

@@ -10,7 +10,6 @@ import time
 
 import pytest
 import torch
-from conftest import compose, run_cli
 
 from stridelab.config import config_hash
 from stridelab.errors import ConfigError
@@ -36,7 +35,7 @@ def only_run_dir(root):
 
 
 @pytest.mark.slow
-def test_cli_trains_learns_and_writes_results(tmp_path):
+def test_cli_trains_learns_and_writes_results(tmp_path, run_cli):
     proc = run_cli([*QUICK, "downsample=blurpool", "padding=reflect", "metrics=quick"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
@@ -62,7 +61,7 @@ def test_cli_trains_learns_and_writes_results(tmp_path):
     assert "results in" in proc.stdout and "test/acc=" in proc.stdout
 
 
-def test_redgreen_reports_both_test_sets(tmp_path):
+def test_redgreen_reports_both_test_sets(tmp_path, compose):
     cfg = compose(
         [
             "experiment=redgreen",
@@ -88,7 +87,7 @@ def test_redgreen_reports_both_test_sets(tmp_path):
     assert (tmp_path / "run" / "csv" / "metrics.csv").exists()
 
 
-def test_nan_loss_is_recorded_as_failed(tmp_path):
+def test_nan_loss_is_recorded_as_failed(tmp_path, compose):
     cfg = compose(["experiment=smoke", "optimizer.lr=1e30", "scheduler=constant", "logger=csv"], tmp_path)
     with pytest.raises(FloatingPointError):
         run(cfg)
@@ -96,7 +95,7 @@ def test_nan_loss_is_recorded_as_failed(tmp_path):
     assert metrics["status"] == "failed" and "diverged" in metrics["reason"]
 
 
-def test_config_hash_ignores_paths_but_not_variants(tmp_path):
+def test_config_hash_ignores_paths_but_not_variants(tmp_path, compose):
     a = compose(["downsample=maxpool"], tmp_path / "a")
     b = compose(["downsample=maxpool"], tmp_path / "b")
     c = compose(["downsample=avgpool"], tmp_path / "a")
@@ -113,7 +112,7 @@ def test_config_hash_ignores_paths_but_not_variants(tmp_path):
         (["data=cifar10", "data.download=false"], "data=shapes10 and data=redgreen"),
     ],
 )
-def test_bad_input_fails_with_a_clear_message(tmp_path, args, expect):
+def test_bad_input_fails_with_a_clear_message(tmp_path, args, expect, run_cli):
     t0 = time.perf_counter()
     proc = run_cli(["experiment=smoke", *args], tmp_path, timeout=120)
     assert proc.returncode != 0
@@ -169,7 +168,7 @@ def test_tally_sums_on_the_device_and_counts_on_the_host():
     assert loss.item() == pytest.approx(7.0 / 4) and acc.item() == pytest.approx(0.5)
 
 
-def test_step_loss_is_logged_exactly_when_lightning_writes_step_metrics(tmp_path):
+def test_step_loss_is_logged_exactly_when_lightning_writes_step_metrics(tmp_path, compose):
     """The module calls ``self.log`` for the step loss only on the steps Lightning writes (a call costs
     about 1 ms of host time); the steps must be Lightning's own, or the loss curve would lose points."""
     import csv

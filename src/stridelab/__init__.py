@@ -1,8 +1,16 @@
 """stridelab: an experiment harness for CNN downsampling studies.
 
-Data flows one way: config -> data + model -> trainer -> metrics -> results -> aggregate.
-Each concept has one home: ``layers`` (padding, blur, downsampling factory), ``models``,
-``data``, ``training`` (LightningModule, run results), ``train`` (the Hydra entry point).
+Data flows one way, and imports follow it (``tests/test_import_flow.py`` checks):
+
+    errors, config, files, registry       leaves: error types, config plumbing and run identity
+                                          (config_hash, VARIANT_FIELDS), atomic writes, registries
+    layers, data                          padding, blur, polyphase, downsampling strategies; data sets
+    models                                the networks (registered by name)
+    training                              LightningModule, results (metrics.json), timing, DDP helpers
+    metrics                               the measurement suite
+    build                                 a run's parts from its config
+    train, evaluate, bench                entry points: train a run, re-measure it, time it
+    studies, study, aggregate             grids of runs, resume, tables and plots
 """
 
 __version__ = "0.1.0"
