@@ -1,4 +1,4 @@
-"""Figures of one run's measurements (matplotlib, Agg backend). Missing matplotlib: no figures."""
+"""Figures of one run's measurements (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ import torch
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend, or None when matplotlib is missing."""
-    try:
-        import matplotlib
+    """matplotlib.pyplot on the Agg backend (imported on first use: a run without figures never pays it)."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - matplotlib is a dependency; plots are optional extras
-        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -30,9 +28,9 @@ def to_png(fig, dpi: int | None = None) -> bytes:
 
 
 def stability_figure(curve: dict[int, float], title: str = ""):
-    plt = pyplot()
-    if plt is None or not curve:
+    if not curve:
         return None
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
     ds = sorted(curve)
     ax.plot(ds, [curve[d] for d in ds], marker="o")
@@ -45,9 +43,9 @@ def stability_figure(curve: dict[int, float], title: str = ""):
 
 
 def map_figure(values: torch.Tensor, title: str, label: str, cmap: str = "magma"):
-    plt = pyplot()
-    if plt is None or values is None:
+    if values is None:
         return None
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(3.8, 3.2), dpi=100)
     im = ax.imshow(values.detach().cpu().float().numpy(), cmap=cmap, interpolation="nearest")
     fig.colorbar(im, ax=ax, label=label)

@@ -38,7 +38,7 @@ class Measurement:
     _pngs: dict | None = field(default=None, repr=False)
 
     def pngs(self) -> dict[str, bytes]:
-        """The run's figures as PNG bytes by TensorBoard tag, rendered once (empty without matplotlib)."""
+        """The run's figures as PNG bytes by TensorBoard tag, rendered once."""
         if self._pngs is None:
             from stridelab.metrics import plots
 

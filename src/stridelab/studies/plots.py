@@ -22,10 +22,10 @@ def _err(v):
 def study_figures(study) -> dict[str, bytes]:
     """``acc_vs_throughput.png``, ``shift_consistency.png``, ``border_deviation.png``,
     ``border_per_layer.png`` (those whose metrics the study has)."""
-    plt = pyplot()
     rows = study.summary_rows()
-    if plt is None or not rows:
+    if not rows:
         return {}
+    plt = pyplot()
 
     cols = [label(c) for c in study.variant_cols]
     names = [", ".join(f"{row[c]}" for c in cols) or "all" for row in rows]
