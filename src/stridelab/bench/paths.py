@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from stridelab.metrics.cost import training_step
-from stridelab.training.timing import ThroughputWindow, synchronize
+from stridelab.training.timing import ThroughputWindow, synchronize, time_steps
 
 
 @dataclass
@@ -49,19 +49,8 @@ class Timing:
 
 
 def _time_steps(step, images_per_step: int, device: torch.device, steps: int, warmup: int) -> Timing:
-    synchronize(device)
-    t0 = time.perf_counter()
-    step()
-    synchronize(device)
-    first = time.perf_counter() - t0
-    for _ in range(max(warmup - 1, 0)):
-        step()
-    window = ThroughputWindow(device)
-    window.open()
-    for _ in range(steps):
-        step()
-        window.count(images_per_step)
-    window.close()
+    """A path's steps through the one timing loop (the first step always timed alone)."""
+    window, first = time_steps(step, images_per_step, device, steps, max(warmup, 1))
     return Timing(window.images, window.seconds, window.steps, first)  # seconds 0 when steps is 0
 
 

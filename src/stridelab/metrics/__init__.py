@@ -7,7 +7,6 @@ them all after every training run. Definitions and sources: docs/metrics.md.
 
 from stridelab.metrics.border import BorderDeviation, border_deviation, constant_images, deviation_map
 from stridelab.metrics.cost import (
-    ThroughputWindow,
     count_flops,
     device_peak_flops,
     inference_throughput,
@@ -37,7 +36,6 @@ __all__ = [
     "ProbeLayer",
     "ProbeResult",
     "SpatialOp",
-    "ThroughputWindow",
     "accuracy",
     "border_deviation",
     "circular_shift_consistency",

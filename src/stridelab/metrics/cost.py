@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from stridelab.metrics.inference import autocast, evaluating
-from stridelab.training.timing import ThroughputWindow
+from stridelab.training.timing import time_steps
 
 # Dense (no sparsity) peak FLOP/s from NVIDIA's data sheets: (bf16/fp16 tensor core, tf32, fp32).
 PEAK_FLOPS = {
@@ -55,20 +55,9 @@ def count_flops(model: nn.Module, input_shape: tuple[int, int, int], train: bool
 
 
 def _timed(step, images_per_step: int, device: torch.device, steps: int, warmup: int, min_seconds: float) -> float:
-    """Images/s of ``step()`` after ``warmup`` untimed calls: ``steps`` timed calls, then doubling
-    rounds until ``min_seconds`` are timed. The device is synchronised at round ends only."""
-    for _ in range(warmup):
-        step()
-    window, n = ThroughputWindow(device), max(int(steps), 1)
-    while True:
-        window.open()
-        for _ in range(n):
-            step()
-            window.count(images_per_step)
-        window.close()
-        if window.seconds >= min_seconds or window.steps >= 10_000:
-            return window.images_per_s
-        n *= 2
+    """Images/s of ``step()``: :func:`~stridelab.training.timing.time_steps` (at least one timed step)."""
+    window, _ = time_steps(step, images_per_step, device, max(int(steps), 1), warmup, min_seconds)
+    return window.images_per_s
 
 
 def training_step(

@@ -20,6 +20,7 @@ from stridelab.errors import ConfigError, choose
 from stridelab.files import atomic_write_bytes, atomic_write_text
 from stridelab.metrics import border, cost, position, probe, shift, spatial
 from stridelab.metrics.inference import autocast_dtype, full_precision, inference_copy, logits_of
+from stridelab.training.timing import ThroughputWindow
 
 METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "cost")
 # Key prefixes the suite writes (a new measurement replaces all of them).
@@ -140,8 +141,8 @@ class MeasurementSuite:
         datamodule,
         device: torch.device | str | None = None,
         precision: str = "32-true",
-        fit_window: cost.ThroughputWindow | None = None,
-        eval_window: cost.ThroughputWindow | None = None,
+        fit_window: ThroughputWindow | None = None,
+        eval_window: ThroughputWindow | None = None,
     ) -> Measurement:
         """Run every group not in ``skip`` on ``model`` with the test images of ``datamodule``.
 

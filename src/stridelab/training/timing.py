@@ -1,4 +1,5 @@
-"""Timing windows that wait for the device only at their ends (never inside a step).
+"""Timing windows that wait for the device only at their ends (never inside a step), and the one
+timing loop over them.
 
 Used by the run's throughput callback (:mod:`stridelab.training.throughput`), the suite's cost probes
 (:mod:`stridelab.metrics.cost`) and the benchmark.
@@ -51,3 +52,32 @@ class ThroughputWindow:
     @property
     def images_per_s(self) -> float | None:
         return self.images / self.seconds if self.seconds > 0 and self.images else None
+
+
+def time_steps(
+    step, images_per_step: int, device, steps: int, warmup: int = 0, min_seconds: float = 0.0
+) -> tuple[ThroughputWindow, float | None]:
+    """Call ``step()`` ``warmup`` times untimed, then ``steps`` times in a timed window, doubling the
+    round until ``min_seconds`` are timed. The first warm-up call is timed alone (its wall time, with
+    compilation or first-call costs, is returned as the second value; None without warm-up)."""
+    device = torch.device(device)
+    first = None
+    if warmup > 0:
+        synchronize(device)
+        t0 = time.perf_counter()
+        step()
+        synchronize(device)
+        first = time.perf_counter() - t0
+        for _ in range(warmup - 1):
+            step()
+    window, n = ThroughputWindow(device), int(steps)
+    while n > 0:
+        window.open()
+        for _ in range(n):
+            step()
+            window.count(images_per_step)
+        window.close()
+        if window.seconds >= min_seconds or window.steps >= 10_000:
+            break
+        n *= 2
+    return window, first
