@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from stridelab.bench import paths
-from stridelab.bench.benchmark import bars
+from stridelab.bench.benchmark import bars, read_bars
 from stridelab.data import cifar10
 from stridelab.data.augment import crop_images, flip_some
+from stridelab.errors import ConfigError
 from stridelab.training import sharing
 
 
@@ -54,15 +55,51 @@ def _result(ratio, tv, fixed, share, step_ms=150.0, quick=False, device="cpu"):
     }
 
 
-def test_bars_verdicts():
-    met = bars(_result(0.97, 1.6, 0.5, 0.08))
+def test_bars_verdicts_from_the_performance_doc():
+    # The thresholds are those of docs/performance.md's Bars table (read here, not restated).
+    table = read_bars()
+    assert [(b["figure"], b["device"]) for b in table][:2] == [
+        ("ratios.stridelab_vs_bare", "cpu"),
+        ("ratios.stridelab_vs_torchvision", "cpu"),
+    ]
+    cpu = [b for b in table if b["device"] == "cpu"]
+
+    def just(b, inside: bool) -> float:  # a value 1% inside or outside the bar
+        up = (b["op"] == ">=") == inside
+        return b["threshold"] * (1.01 if up else 0.99)
+
+    def result(inside: bool, **kw):
+        ratio, tv, fixed, share = (just(b, inside) for b in cpu)
+        return _result(ratio, tv, fixed, share, **kw)
+
+    met = bars(result(True), table)
     assert [b["met"] for b in met] == [True] * 4 and all(b["applies"] for b in met)
-    missed = bars(_result(0.94, 1.4, 1.2, 0.11))
+    missed = bars(result(False), table)
     assert [b["met"] for b in missed] == [False] * 4
-    short_steps = bars(_result(0.97, 1.6, 0.5, 0.08, step_ms=30.0))
+    floor = cpu[0]["when"]
+    assert floor == ("paths.bare.step_ms", ">=", 50.0)
+    short_steps = bars(result(True, step_ms=floor[2] - 1), table)
     assert not short_steps[0]["applies"] and short_steps[1]["applies"]
-    gpu = bars(_result(0.91, 1.0, 2.0, 0.5, device="cuda:0"))
-    assert len(gpu) == 1 and gpu[0]["met"] and gpu[0]["bar"].endswith("0.90")
+    assert not any(b["applies"] for b in bars(result(True, quick=True), table))
+    gpu = bars(_result(0.91, 1.0, 2.0, 0.5, device="cuda:0"), table)
+    assert len(gpu) == 1 and gpu[0]["met"] and gpu[0]["bar"] == "stridelab / bare >= 0.90"
+    assert bars(result(True), table)[3]["bar"].endswith("<= 10%") and met[3]["percent"]
+
+
+def test_bars_table_edits_and_errors():
+    doc = (
+        "# x\n## Bars\n| bar | figure | device | verdict | applies when |\n|---|---|---|---|---|\n"
+        "| fast | `ratios.stridelab_vs_bare` | cpu | >= 0.5 | always |\n## Next\n"
+        "| ignored | `ratios.stridelab_vs_bare` | cpu | >= 9 | always |\n"
+    )
+    (only,) = read_bars(doc)
+    assert only["threshold"] == 0.5 and only["when"] is None
+    (b,) = bars(_result(0.6, 1.0, 1.0, 0.0), [only])
+    assert b["met"] and b["bar"] == "fast >= 0.50"
+    with pytest.raises(ConfigError, match="no readable Bars table"):
+        read_bars("# nothing here\n")
+    with pytest.raises(ConfigError, match="cannot read the condition"):
+        read_bars(doc.replace("| always |\n## Next", "| sometimes |\n## Next"))
 
 
 def test_ratios_pair_a_baseline_timed_in_the_first_repeats_only():
@@ -88,19 +125,22 @@ def test_ratios_pair_a_baseline_timed_in_the_first_repeats_only():
 def test_sync_watch_records_where_the_host_waited(monkeypatch):
     import warnings
 
+    from stridelab.training.timing import SyncWatch
+
     modes = []
     monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
-    clock = paths._PairedWindows(lambda: None, warmup=3, steps=2, block=1)
-    clock._watch_syncs(True)
+    watch = SyncWatch()
+    watch.watch(True)
     warnings.warn("called a synchronizing CUDA operation", stacklevel=1)  # what the debug mode raises, e.g. on .item()
+    watch.watch(True)
     warnings.warn("something else", stacklevel=1)
-    clock._watch_syncs(False)
-    assert modes == ["warn", "default"]
-    assert len(clock.syncs) == 1 and clock.syncs[0].startswith(__file__)
-    with warnings.catch_warnings(record=True) as seen:  # the filter is restored afterwards
+    watch.watch(False)
+    assert modes == ["warn", "default"] and watch.steps == 2
+    assert len(watch.sites) == 1 and watch.sites[0].startswith(__file__)
+    with warnings.catch_warnings(record=True) as seen:  # the catcher is gone: warnings reach ours again
         warnings.simplefilter("always")
         warnings.warn("after", stacklevel=1)
-    assert len(seen) == 1 and clock.syncs == clock.syncs[:1]
+    assert len(seen) == 1 and len(watch.sites) == 1
 
 
 def test_time_steps_times_only_the_window():
@@ -144,3 +184,25 @@ def test_available_cores_honours_cgroup_quota(tmp_path, monkeypatch):
     assert sharing._cgroup_quota(tmp_path) is None
     monkeypatch.setattr(sharing, "_cgroup_quota", lambda: 1.5)
     assert sharing.available_cores() == min(2, len(sharing.os.sched_getaffinity(0)))
+
+
+def test_the_timing_callback_pairs_blocks_and_sums_batches(compose, tmp_path):
+    """The run's one timing callback, with the benchmark's options, in a real fit."""
+    from omegaconf import open_dict
+
+    from stridelab.build import build_run
+    from stridelab.training.throughput import TrainThroughput
+
+    cfg = compose(["experiment=smoke", "data=shapes10", "logger=csv", "~metrics"], tmp_path)
+    with open_dict(cfg):
+        cfg.trainer.max_steps, cfg.trainer.max_epochs, cfg.trainer.limit_val_batches = 9, -1, 0
+    blocks = []
+    clock = TrainThroughput(2, block=3, between=blocks.append, batch_seconds=True, count_syncs=True)
+    parts = build_run(cfg, timer=clock)
+    assert parts.timer is clock
+    parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    assert clock.steps_done == 9 and clock.window.steps == 7 and blocks == [3, 3, 1]
+    assert clock.window.images == 7 * parts.datamodule.batch_size and clock.window.seconds > 0
+    assert clock.first_step_s > 0 and clock.started_at is not None
+    assert clock.batches["train"] == 9 and clock.seconds["train"] > 0 and clock.batches["val"] == 0
+    assert clock.syncs.steps == 0  # CPU: the sync watch is for CUDA only

@@ -120,3 +120,22 @@ def test_the_check_finds_an_upward_import(tmp_path):
     bad.write_text("import torch\n\ndef f():\n    from stridelab.training import Classifier\n")
     assert upward_imports(bad, "layers") == ["bad.py imports stridelab.training (layers 1 < training 3)"]
     assert upward_imports(bad, "metrics") == []
+
+
+def private_imports(path: Path) -> list[str]:
+    """``from stridelab.x import _name`` in ``path``: a private name lent to another module."""
+    return [
+        f"{path.name} imports {node.module}.{a.name}"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "stridelab"
+        for a in node.names
+        if a.name.startswith("_") and not a.name.startswith("__")
+    ]
+
+
+def test_no_module_imports_another_modules_private_name(tmp_path):
+    wrong = [w for path, _ in _modules() for w in private_imports(path)]
+    assert not wrong, "\n".join(wrong)
+    bad = tmp_path / "bad.py"  # the counter-case
+    bad.write_text("from stridelab.build import _helper, build_run\nfrom __future__ import annotations\n")
+    assert private_imports(bad) == ["bad.py imports stridelab.build._helper"]

@@ -114,9 +114,11 @@ def build_data_and_model(cfg: DictConfig):
     return datamodule, model
 
 
-def build_run(cfg: DictConfig, callbacks=()) -> RunParts:
+def build_run(cfg: DictConfig, callbacks=(), timer=None) -> RunParts:
     """Seed, then build data (loaded), model (geometry checked), LightningModule, suite and Trainer
-    exactly as a run does. ``callbacks`` are added to the configured ones (the benchmark's clock)."""
+    exactly as a run does. ``callbacks`` are added to the configured ones; ``timer``: the run's
+    timing callback (:class:`~stridelab.training.throughput.TrainThroughput`) when the caller sets
+    its options (the benchmark); by default one with the suite's warm-up steps."""
     import lightning as L
     from hydra.utils import instantiate
 
@@ -137,7 +139,7 @@ def build_run(cfg: DictConfig, callbacks=()) -> RunParts:
         eval_names=datamodule.test_names,
     )
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    timer = TrainThroughput(suite.warmup_steps if suite else 5)
+    timer = timer or TrainThroughput(suite.warmup_steps if suite else 5)
     all_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     all_callbacks += [timer, *callbacks]
     share = take_share(str(cfg.trainer.get("accelerator", "auto")))

@@ -39,9 +39,9 @@ SUMMARY_KEYS = (
 )
 
 
-def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=()) -> dict:
+def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=(), timer=None) -> dict:
     """Train, test and record one run; returns the metrics written to ``metrics.json``.
-    ``callbacks``: Lightning callbacks added to the configured ones (the benchmark's clock).
+    ``callbacks`` and ``timer``: as :func:`stridelab.build.build_run` takes them.
 
     Raises :class:`StridelabError` for user-fixable problems (after recording them as failed).
     """
@@ -60,7 +60,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
         check_data_on_disk(cfg.data)  # before torch and Lightning are imported: missing data fails at once
         import torch
 
-        parts = build_run(cfg, callbacks)
+        parts = build_run(cfg, callbacks, timer)
         datamodule, model, trainer, suite = parts.datamodule, parts.model, parts.trainer, parts.suite
         results.update({f"data/{k}": v for k, v in datamodule.load().info.items() if k.endswith("_size")})
         results.update(

@@ -1,17 +1,20 @@
 """The three training paths the benchmark compares, on the same model, batch and device.
 
 * ``bare``: a plain PyTorch loop on one fixed batch already on the device; the model-only ceiling.
-  Its steps run inside the stridelab fit, alternating in blocks with the fit's own steps
-  (:class:`_PairedWindows`), so both are timed on the same stretch of the host's time.
+  Its steps run inside the stridelab fit, alternating in blocks with the fit's own steps (the fit's
+  timing callback calls :class:`BareBlocks` between its blocks), so both are timed on the same
+  stretch of the host's time.
 * ``stridelab``: the real thing: :func:`stridelab.build.build_run` builds data module, model,
   LightningModule, callbacks, logger and Trainer from the run's config, and ``trainer.fit`` trains.
 * ``torchvision``: the common baseline: torchvision's ``CIFAR10`` dataset class (its PIL-image
   ``__getitem__``) with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor`` and
   ``Normalize`` in a ``DataLoader``.
 
-Each path runs ``warmup`` untimed steps, then ``steps`` timed ones; the device is synchronised at
-the ends of the timed window only (:class:`stridelab.training.timing.ThroughputWindow`). The first
-step is timed on its own: with ``module.compile=true`` it is the compile time.
+Each path runs ``warmup`` untimed steps, then ``steps`` timed ones, through the one timing loop
+(:func:`stridelab.training.timing.time_steps`) or the one timing callback
+(:class:`stridelab.training.throughput.TrainThroughput`); the device is synchronised at the ends of
+a timed window only. The first step is timed on its own: with ``module.compile=true`` it is the
+compile time.
 """
 
 from __future__ import annotations
@@ -20,16 +23,14 @@ import contextlib
 import copy
 import io
 import time
-import warnings
 from dataclasses import dataclass, field
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn as nn
 
 from stridelab.metrics.cost import training_step
-from stridelab.training.timing import ThroughputWindow, synchronize, time_steps
+from stridelab.training.timing import time_steps
 
 
 @dataclass
@@ -79,103 +80,40 @@ def bare_step(
     return step, time.perf_counter() - t0
 
 
-class _PairedWindows(L.Callback):
-    """Times stridelab's fit and the bare loop on one timeline, in alternating blocks.
+class BareBlocks:
+    """The bare loop's side of the paired timing: ``between`` of the fit's timing callback. Its first
+    call warms the bare step up (the first step timed alone); every call times ``n`` bare steps."""
 
-    After ``warmup`` fit steps (and ``warmup`` bare steps), the fit runs ``block`` steps in a window,
-    then the bare loop runs ``block`` steps in its own window, and so on, until both have timed
-    ``steps``. A stridelab window runs from the end of the previous block to the end of its last
-    step, so it holds whole cycles of the fit loop: fetching and augmenting the batch, hooks,
-    logging, progress bar. The host's speed drifts by 10-20% over seconds; blocks a second or so
-    apart see the same machine. Synchronises at window ends only, so it also holds on a GPU.
+    def __init__(self, step, images_per_step: int, device: torch.device, warmup: int) -> None:
+        self.step, self.images_per_step, self.device, self.warmup = step, images_per_step, device, warmup
+        self.timing = Timing(0, 0.0, 0, 0.0)
+        self._warm = False
 
-    On CUDA, the warm-up steps after the first run under ``torch.cuda.set_sync_debug_mode("warn")``:
-    every operation inside them that makes the host wait for the GPU (``.item()``, a copy to the
-    host, a blocking host-to-device copy) is counted, in ``syncs`` (untimed steps, so counting
-    costs the timing nothing).
-    """
-
-    def __init__(self, bare, warmup: int, steps: int, block: int) -> None:
-        self.bare, self.warmup, self.steps, self.block = bare, warmup, steps, max(1, block)
-        self.done = 0
-        self.first_step_s = self.bare_first_step_s = 0.0
-        self.t_first: float | None = None
-        self.fit = self.ref = None
-        self.syncs: list[str] = []  # file:line of each wait for the GPU in the counted steps (CUDA only)
-        self.sync_steps = 0
-        self._watch, self._seen = None, []
-
-    def _watch_syncs(self, on: bool) -> None:
-        if on and self._watch is None:
-            self._watch = warnings.catch_warnings(record=True)
-            self._seen = self._watch.__enter__()
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-        elif not on and self._watch is not None:
-            torch.cuda.set_sync_debug_mode("default")
-            self.syncs += [f"{w.filename}:{w.lineno}" for w in self._seen if "synchroniz" in str(w.message)]
-            self._watch.__exit__(None, None, None)
-            self._watch = None
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        device = trainer.strategy.root_device
-        self.fit, self.ref = ThroughputWindow(device), ThroughputWindow(device)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.done == 0:
-            synchronize(trainer.strategy.root_device)
-            self.t_first = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # The batch was fetched and augmented before on_train_batch_start: the watch opened at the
-        # end of step k counts step k+1 whole.
-        device = trainer.strategy.root_device
-        self.done += 1
-        if self.done == 1:
-            synchronize(device)
-            self.first_step_s = time.perf_counter() - self.t_first
-        if self._watch is not None:
-            self.sync_steps += 1
-        if device.type == "cuda":
-            self._watch_syncs(self.done < self.warmup)
-        if self.fit.is_open:
-            self.fit.count(len(batch[1]))
-        if self.done == self.warmup:
-            self.bare_first_step_s = _time_steps(self.bare, 0, device, 0, self.warmup).first_step_s
-            self.fit.open()
-        elif self.done > self.warmup and (
-            (self.done - self.warmup) % self.block == 0 or self.done == self.warmup + self.steps
-        ):
-            self.fit.close()
-            n = min(self.block, self.steps - self.ref.steps)
-            self.ref.open()
-            for _ in range(n):
-                self.bare()
-                self.ref.count(len(batch[1]))
-            self.ref.close()
-            if self.fit.steps < self.steps:
-                self.fit.open()
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._watch_syncs(False)
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self._watch_syncs(False)  # leave the debug mode and the warning filters as they were
+    def __call__(self, n: int) -> None:
+        if not self._warm:
+            self.timing.first_step_s = time_steps(self.step, 0, self.device, 0, max(self.warmup, 1))[1]
+            self._warm = True
+        window, _ = time_steps(self.step, self.images_per_step, self.device, n)
+        self.timing.images += window.images
+        self.timing.seconds += window.seconds
+        self.timing.steps += window.steps
 
 
-def stridelab_path(cfg, steps: int, warmup: int, bare=None, block: int = 5) -> tuple[Timing, Timing | None]:
-    """``trainer.fit`` of the run ``cfg`` describes, stopped after ``warmup + steps`` steps; with
-    ``bare`` (a step closure, :func:`bare_step`), the bare loop's steps alternate with the fit's in
-    blocks of ``block`` (:class:`_PairedWindows`). Returns the fit's timing and the bare loop's.
+def stridelab_path(cfg, steps: int, warmup: int, bare: BareBlocks | None = None, block: int = 5) -> Timing:
+    """``trainer.fit`` of the run ``cfg`` describes, stopped after ``warmup + steps`` steps, timed by
+    the run's own timing callback; with ``bare``, the bare loop's steps alternate with the fit's in
+    blocks of ``block`` (``bare.timing`` holds theirs). Returns the fit's timing.
 
     Everything a study's run has takes part: the device-resident data module and its batch
     augmentation, the LightningModule, the configured callbacks (progress bar), the logger and
-    the fit-throughput callback. Validation is off: it is not training. The progress bar writes
-    into a buffer instead of the console.
+    the timing callback. Validation is off: it is not training. The progress bar writes into a
+    buffer instead of the console. On CUDA the warm-up steps after the first count the host's
+    waits for the GPU (``extra``: ``syncs_per_step``, ``sync_sites``).
     """
     from omegaconf import open_dict
 
     from stridelab.build import build_run
+    from stridelab.training.throughput import TrainThroughput
 
     if warmup < 1:
         raise ValueError("the paired timing needs at least one warm-up step")
@@ -185,24 +123,22 @@ def stridelab_path(cfg, steps: int, warmup: int, bare=None, block: int = 5) -> t
         cfg.trainer.max_epochs = -1
         cfg.trainer.limit_val_batches = 0
     t0 = time.perf_counter()
-    clock = _PairedWindows(bare or (lambda: None), warmup, steps, block if bare else steps)
-    parts = build_run(cfg, callbacks=[clock])
+    clock = TrainThroughput(warmup, block=block if bare else 0, between=bare, count_syncs=True)
+    parts = build_run(cfg, timer=clock)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         parts.trainer.fit(parts.module, datamodule=parts.datamodule)
-    if clock.fit is None or clock.fit.steps < steps:
+    if clock.window is None or clock.window.steps < steps:
         raise RuntimeError(
-            f"the stridelab path ran {clock.done} steps, not {warmup + steps}: the training "
+            f"the stridelab path ran {clock.steps_done} steps, not {warmup + steps}: the training "
             "set is too small for the benchmark's steps (use more data or fewer --steps)."
         )
-    fit = Timing(clock.fit.images, clock.fit.seconds, clock.fit.steps, clock.first_step_s, setup_s=clock.t_first - t0)
-    if clock.sync_steps:
-        fit.extra.update(syncs_per_step=len(clock.syncs) / clock.sync_steps, sync_sites=sorted(set(clock.syncs)))
-    ref = (
-        Timing(clock.ref.images, clock.ref.seconds, clock.ref.steps, clock.bare_first_step_s)
-        if bare is not None
-        else None
-    )
-    return fit, ref
+    w = clock.window
+    fit = Timing(w.images, w.seconds, w.steps, clock.first_step_s, setup_s=clock.started_at - t0)
+    if clock.syncs.steps:
+        fit.extra.update(
+            syncs_per_step=len(clock.syncs.sites) / clock.syncs.steps, sync_sites=sorted(set(clock.syncs.sites))
+        )
+    return fit
 
 
 def torchvision_dataset(images: np.ndarray, labels: np.ndarray, mean, std):

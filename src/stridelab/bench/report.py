@@ -80,6 +80,6 @@ def table(result: dict) -> str:
     lines += ["", "  bars:"]
     for b in result["bars"]:
         verdict = ("met" if b["met"] else "NOT MET") if b["applies"] else "n/a here"
-        value = f"{100 * b['value']:.1f}%" if "%" in b["bar"] else f"{b['value']:.2f}"
-        lines.append(f"    {b['bar']:<40} {value:>8}  {verdict}")
+        value = f"{100 * b['value']:.1f}%" if b.get("percent") else f"{b['value']:.2f}"
+        lines.append(f"    {b['bar']:<44} {value:>8}  {verdict}")
     return "\n".join(lines)

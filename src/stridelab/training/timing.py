@@ -8,6 +8,7 @@ Used by the run's throughput callback (:mod:`stridelab.training.throughput`), th
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 
@@ -18,6 +19,33 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+class SyncWatch:
+    """Records where the host waited for a CUDA GPU while it watches: ``torch.cuda.set_sync_debug_mode
+    ("warn")`` warns on every such operation (``.item()``, a copy to the host, a blocking copy to the
+    device); ``sites`` gets the file:line of each, ``steps`` the steps watched."""
+
+    def __init__(self) -> None:
+        self.sites: list[str] = []
+        self.steps = 0
+        self._catcher = None
+        self._seen: list = []
+
+    def watch(self, on: bool) -> None:
+        """Call once per step: True opens (or keeps open) the watch, False closes it."""
+        if on:
+            self.steps += 1
+        if on and self._catcher is None:
+            self._catcher = warnings.catch_warnings(record=True)
+            self._seen = self._catcher.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        elif not on and self._catcher is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self.sites += [f"{w.filename}:{w.lineno}" for w in self._seen if "synchroniz" in str(w.message)]
+            self._catcher.__exit__(None, None, None)
+            self._catcher = None
 
 
 class ThroughputWindow:
