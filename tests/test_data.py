@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -61,8 +62,11 @@ def test_datamodule_on_generated_cifar(cifar_root):
     dm = Cifar10DataModule(root=str(root), download=False, val_size=5, batch_size=8)
     dm.setup()
     assert dm.splits.info["train_size"] == 30 and dm.splits.info["val_size"] == 5
-    x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    raw, y = next(iter(dm.train_dataloader()))  # uint8: augmented when its step runs (on_after_batch_transfer)
+    assert raw.dtype == torch.uint8 and y.dtype == torch.int64
+    dm.trainer = SimpleNamespace(training=True)
+    x, _ = dm.on_after_batch_transfer((raw, y), 0)
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
 
 
 def test_truncated_file_is_reported(cifar_root):

@@ -121,6 +121,7 @@ def build_run(cfg: DictConfig, callbacks=(), timer=None) -> RunParts:
     its options (the benchmark); by default one with the suite's warm-up steps."""
     import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import Checkpoint
 
     from stridelab.models import check_geometry
     from stridelab.training.sharing import take_share
@@ -143,10 +144,12 @@ def build_run(cfg: DictConfig, callbacks=(), timer=None) -> RunParts:
     all_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     all_callbacks += [timer, *callbacks]
     share = take_share(str(cfg.trainer.get("accelerator", "auto")))
+    checkpoints = any(isinstance(c, Checkpoint) for c in all_callbacks)  # ours (RunCheckpoint), not Lightning's
     trainer = instantiate_checked(
         cfg.trainer,
         logger=loggers or False,
         callbacks=all_callbacks,
+        enable_checkpointing=checkpoints or bool(cfg.trainer.get("enable_checkpointing", False)),
         precision=resolve_precision(cfg.trainer.get("precision", "fast")),
         **share,
     )

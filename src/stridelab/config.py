@@ -26,6 +26,7 @@ NON_IDENTITY_KEYS = (
     "metrics",
     "resume",
     "resume_dir",
+    "checkpoint",
     "save_weights",
 )
 

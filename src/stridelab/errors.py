@@ -22,6 +22,48 @@ class DataError(StridelabError):
     """Missing, corrupt or unobtainable data (no network, bad checksum, truncated file)."""
 
 
+class WriteError(StridelabError):
+    """A file stridelab had to write could not be written (full disk, quota, read-only folder)."""
+
+    def __init__(self, path, err: OSError) -> None:
+        self.path, self.errno = str(path), err.errno
+        cause = err.strerror or str(err)
+        super().__init__(
+            f"could not write {self.path}: {cause} (errno {err.errno}). Nothing was left half-written: the "
+            "file is either its previous version or absent. Free space or raise the quota on that disk, or "
+            "write elsewhere (paths.log_dir=/a/writable/folder, or hydra.run.dir / hydra.sweep.dir), then "
+            "run the same command again: finished runs are skipped and unfinished ones resume from their "
+            "last checkpoint."
+        )
+
+
+class RunInterrupted(BaseException):
+    """The run was stopped by a signal (SIGTERM, SIGINT, SIGUSR1). A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way up mistakes it for a failure."""
+
+    def __init__(self, signame: str, checkpoint: str | None = None) -> None:
+        self.signame, self.checkpoint = signame, checkpoint
+        super().__init__(signame)
+
+    def reason(self) -> str:
+        """The one paragraph metrics.json and the console give."""
+        where = (
+            f"its checkpoint {self.checkpoint} holds the progress"
+            if self.checkpoint
+            else "it had no checkpoint yet and will start from epoch 0"
+        )
+        return (
+            f"interrupted by {self.signame} before the run finished; {where}. Run the same command again "
+            "(the same sweep or study into the same folder, or hydra.run.dir=<this run's folder>) to resume it."
+        )
+
+    @property
+    def exit_status(self) -> int:
+        import signal
+
+        return 128 + int(getattr(signal, self.signame, signal.SIGTERM))
+
+
 def choose(kind: str, value: str, options) -> str:
     """Return ``value`` if it is one of ``options``, else raise a ConfigError that lists them."""
     options = list(options)

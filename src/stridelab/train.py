@@ -16,14 +16,18 @@ import traceback
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from stridelab.build import build_run, check_data_on_disk, unwrap_error, variant_fields
-from stridelab.config import CONFIG_DIR, VARIANT_FIELDS, config_hash, register_resolvers
-from stridelab.errors import StridelabError
-from stridelab.files import atomic_write_text
-from stridelab.training.ddp import ddp_environment, end_distributed, is_rank_zero, workers_join_this_job
-from stridelab.training.results import RunResults, find_finished
+from stridelab.config import CONFIG_DIR, config_hash, register_resolvers
+from stridelab.errors import RunInterrupted, StridelabError
+from stridelab.files import atomic_path
+from stridelab.metrics.tensorboard import log_tensorboard
+from stridelab.training.checkpoint import fit_kwargs, remove_checkpoints
+from stridelab.training.ddp import is_rank_zero, workers_join_this_job
+from stridelab.training.lifecycle import RunGuard, SweepOutcome
+from stridelab.training.lock import RunLocked
+from stridelab.training.results import find_finished
 
 register_resolvers()
 log = logging.getLogger("stridelab")
@@ -41,126 +45,98 @@ SUMMARY_KEYS = (
 
 def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=(), timer=None) -> dict:
     """Train, test and record one run; returns the metrics written to ``metrics.json``.
-    ``callbacks`` and ``timer``: as :func:`stridelab.build.build_run` takes them.
+    ``callbacks`` and ``timer``: as :func:`stridelab.build.build_run` takes them. An unfinished run in
+    the same folder (its checkpoint) is resumed; a run another process holds raises RunLocked.
 
-    Raises :class:`StridelabError` for user-fixable problems (after recording them as failed).
+    Raises :class:`StridelabError` for user-fixable problems (after recording them as failed) and
+    :class:`RunInterrupted` for a stop signal (after a checkpoint; recorded as interrupted).
     """
     out = Path(output_dir or cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rank_zero = is_rank_zero()
-    env_before = ddp_environment()
-    results = RunResults(
-        out / "metrics.json", write=rank_zero, **variant_fields(cfg), config_hash=config_hash(cfg), run_dir=str(out)
-    )
     t0 = time.perf_counter()
-    try:
-        if rank_zero:
-            atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        results.write()
+    with RunGuard(cfg, out, variant_fields(cfg), unwrap=unwrap_error) as guard:
         check_data_on_disk(cfg.data)  # before torch and Lightning are imported: missing data fails at once
-        import torch
+        return _train_and_measure(cfg, out, guard, callbacks, timer, t0)
 
-        parts = build_run(cfg, callbacks, timer)
-        datamodule, model, trainer, suite = parts.datamodule, parts.model, parts.trainer, parts.suite
-        results.update({f"data/{k}": v for k, v in datamodule.load().info.items() if k.endswith("_size")})
-        results.update(
-            {
-                "model/params": sum(p.numel() for p in model.parameters()),
-                "model/feature_shape": "x".join(map(str, parts.feature_shape)),
-            }
-        )
-        results.update(
-            {"trainer/precision": str(trainer.precision), "trainer/device": str(trainer.strategy.root_device)}
-        )
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
 
-        t_fit = time.perf_counter()
-        with workers_join_this_job(out):
-            trainer.fit(parts.module, datamodule=datamodule)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-        results.update(
-            {
-                "time/fit_s": time.perf_counter() - t_fit,
-                "train/steps": trainer.global_step,
-                "train/epochs": trainer.current_epoch,
-                "trainer/world_size": trainer.world_size,
-            }
-        )
-        results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
-        trainer.test(parts.module, datamodule=datamodule, verbose=False)
-        results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
-        if not rank_zero:  # DDP workers: rank 0 measures and writes everything
-            return results.data
-        results.write()
+def _train_and_measure(cfg, out: Path, guard: RunGuard, callbacks, timer, t0) -> dict:
+    import torch
 
-        measurement = None
-        if suite is not None:
-            log.info("measuring (shift, crop, border, padding audit, coverage, position, probe, cost) ...")
-            t_measure = time.perf_counter()
-            measurement = suite.measure(
-                model,
-                datamodule,
-                device=trainer.strategy.root_device,
-                precision=str(trainer.precision),
-                fit_window=parts.timer.window,
-                eval_window=parts.timer.eval_window,
-            )
-            measurement.save(out)  # its figures are part of what the suite costs
-            results.update(measurement.metrics)
-            results.update({"time/measure_s": time.perf_counter() - t_measure})
-        if cfg.get("save_weights"):
-            torch.save(model.state_dict(), out / "model.pt")
-        results.update({"time/total_s": time.perf_counter() - t0})
-        results.succeed()
-        log_tensorboard(parts.loggers, results.data, measurement, trainer.global_step)
+    results, ckpt = guard.results, guard.checkpoint
+    parts = build_run(cfg, [*callbacks, *([ckpt] if ckpt else [])], timer)
+    datamodule, model, trainer, suite = parts.datamodule, parts.model, parts.trainer, parts.suite
+    results.update({f"data/{k}": v for k, v in datamodule.load().info.items() if k.endswith("_size")})
+    results.update(
+        {
+            "model/params": sum(p.numel() for p in model.parameters()),
+            "model/feature_shape": "x".join(map(str, parts.feature_shape)),
+            "trainer/precision": str(trainer.precision),
+            "trainer/device": str(trainer.strategy.root_device),
+        }
+    )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+    t_fit = time.perf_counter()
+    with workers_join_this_job(out):
+        trainer.fit(parts.module, datamodule=datamodule, **fit_kwargs(trainer, guard.resume_from))
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    if ckpt is not None and ckpt.resumed_from is not None:
+        results.update({"resume/epoch": ckpt.resumed_from[0], "resume/step": ckpt.resumed_from[1]})
+    results.update(
+        {
+            "time/fit_s": time.perf_counter() - t_fit,
+            "train/steps": trainer.global_step,
+            "train/epochs": trainer.current_epoch,
+            "trainer/world_size": trainer.world_size,
+        }
+    )
+    results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
+    trainer.test(parts.module, datamodule=datamodule, verbose=False)
+    results.update({k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
+    if not is_rank_zero():  # DDP workers: rank 0 measures and writes everything
         return results.data
-    except KeyboardInterrupt:
-        results.fail("interrupted (Ctrl-C or the process was stopped) before the run finished")
-        raise
-    except BaseException as err:
-        err = unwrap_error(err)
-        results.fail(f"{type(err).__name__}: {err}")
-        raise err from None
-    finally:
-        if rank_zero:
-            end_distributed(env_before)
+    results.write()
+
+    measurement = None
+    if suite is not None:
+        log.info("measuring (shift, crop, border, padding audit, coverage, position, probe, cost) ...")
+        t_measure = time.perf_counter()
+        measurement = suite.measure(
+            model,
+            datamodule,
+            device=trainer.strategy.root_device,
+            precision=str(trainer.precision),
+            fit_window=parts.timer.window,
+            eval_window=parts.timer.eval_window,
+        )
+        measurement.save(out)  # its figures are part of what the suite costs
+        results.update(measurement.metrics)
+        results.update({"time/measure_s": time.perf_counter() - t_measure})
+    if cfg.get("save_weights"):
+        with atomic_path(out / "model.pt") as tmp:
+            torch.save(model.state_dict(), tmp)
+    results.update({"time/total_s": time.perf_counter() - t0})
+    results.succeed()
+    if not cfg.get("checkpoint", {}).get("keep", False):
+        remove_checkpoints(out)
+    log_tensorboard(parts.loggers, results.data, measurement, trainer.global_step)
+    return results.data
 
 
-def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
-    """The measurement suite's scalars, figures and audit table, and the HPARAMS entry: the variant
-    with its real final figures."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from stridelab.metrics.suite import METRIC_GROUPS
-
-    final_groups = ("test", "test_dissimilar", "val", "train", *METRIC_GROUPS)
-    hparams = {k: "-" if metrics[k] is None else metrics[k] for k in (*VARIANT_FIELDS, "seed")}
-    # Per-layer and per-shift figures stay scalars: they differ between models and would crowd the table.
-    finals = {
-        k: v
-        for k, v in metrics.items()
-        if "/" in k
-        and isinstance(v, (int, float))
-        and not isinstance(v, bool)
-        and k.split("/")[0] in final_groups
-        and not k.startswith(("border/layer_", "probe/layer_", "crop/acc_at_"))
-    }
-    for lg in loggers:
-        if isinstance(lg, TensorBoardLogger):
-            if measurement is not None:
-                measurement.log_tensorboard(lg.experiment, step)
-            lg.log_hyperparams(hparams, metrics=finals)
-            lg.finalize("success")
+SWEEP = SweepOutcome()  # this invocation's outcome (main() resets it: a study runs several)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig):
+def task(cfg: DictConfig):
+    """One Hydra job: one run, or a job of a multirun (which records its outcome in SWEEP)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if SWEEP.interrupted is not None:  # an earlier job of this sweep was stopped by a signal
+        print(f"stridelab: not started, the sweep was stopped by {SWEEP.interrupted.signame}")
+        return None
     if multirun and cfg.get("resume", True):
         done = find_finished(cfg.get("resume_dir") or HydraConfig.get().sweep.dir, config_hash(cfg))
         if done is not None:
@@ -168,18 +144,28 @@ def main(cfg: DictConfig):
             return None
     try:
         metrics = run(cfg)
+    except RunLocked as err:
+        print(f"stridelab: skipped, {err}; it will be there when that process is done", file=sys.stderr)
+        SWEEP.status = max(SWEEP.status, 0 if multirun else 2)
+        return None
+    except RunInterrupted as err:
+        print(f"\nstridelab: {err.reason()}", file=sys.stderr)
+        SWEEP.interrupted = err
+        return None
     except StridelabError as err:
         print(f"\nstridelab: error: {err}\n", file=sys.stderr)
-        if multirun:  # record, then let the sweep go on
-            return None
         if os.environ.get("STRIDELAB_TRACEBACK"):
             traceback.print_exc()
-        sys.exit(2)
+        SWEEP.failed.append(str(cfg.paths.output_dir))
+        SWEEP.status = max(SWEEP.status, 1 if multirun else 2)
+        return None
     except Exception:
-        if multirun:
-            log.error("run failed; recorded in metrics.json, the sweep goes on:\n%s", traceback.format_exc())
-            return None
-        raise
+        if not multirun:
+            raise
+        log.error("run failed; recorded in metrics.json, the sweep goes on:\n%s", traceback.format_exc())
+        SWEEP.failed.append(str(cfg.paths.output_dir))
+        SWEEP.status = max(SWEEP.status, 1)
+        return None
     shown = {k: v for k, v in metrics.items() if k.endswith("/acc") or k == "test/loss"}
     print("stridelab: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
     measured = [k for k in SUMMARY_KEYS if isinstance(metrics.get(k), (int, float))]
@@ -187,6 +173,21 @@ def main(cfg: DictConfig):
         print("stridelab: " + "  ".join(f"{k}={metrics[k]:.4g}" for k in measured))
     print(f"stridelab: results in {metrics['run_dir']}/metrics.json")
     return metrics.get("test/acc")
+
+
+def main() -> None:
+    """``python -m stridelab.train``: the Hydra app, then the exit status of what its runs did."""
+    global SWEEP
+    SWEEP = SweepOutcome()
+    task()
+    if SWEEP.interrupted is not None:
+        sys.exit(SWEEP.interrupted.exit_status)
+    if SWEEP.failed and SWEEP.status == 1:
+        print(f"stridelab: {len(SWEEP.failed)} run(s) failed (their metrics.json says why):", file=sys.stderr)
+        for path in SWEEP.failed:
+            print(f"  {path}", file=sys.stderr)
+    if SWEEP.status:
+        sys.exit(SWEEP.status)
 
 
 if __name__ == "__main__":

@@ -34,16 +34,28 @@ class Splits:
 
 
 class DeviceBatches:
-    """Iterable of ``(images, labels)`` batches cut from device tensors, augmented per batch."""
+    """Iterable of ``(images, labels)`` batches cut from device tensors, augmented per batch.
+
+    ``defer_transform``: yield the uint8 batch and leave ``transform`` to the consumer (the training
+    loader: :meth:`DeviceDataModule.on_after_batch_transfer` applies it when the step runs, not when
+    Lightning prefetches the batch, so the random augmentation of step k is drawn in step k and a
+    checkpoint's RNG state is the state before the next step's). The current order and position
+    can be read (``order``, ``position``) and an iteration resumed from them (:meth:`resume_at`):
+    that is how a checkpoint taken mid-epoch continues with the same batches.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, transform,
-                 shuffle: bool = False, drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 shuffle: bool = False, drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 defer_transform: bool = False) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.transform = int(batch_size), transform
-        self.shuffle, self.drop_last = shuffle, drop_last
+        self.shuffle, self.drop_last, self.defer_transform = shuffle, drop_last, defer_transform
         # Under DDP each process takes every world_size-th image (of one shared permutation when
         # shuffling: every rank draws it from the same seeded generator state).
         self.rank, self.world_size = int(rank), max(1, int(world_size))
+        self.order: torch.Tensor | None = None  # this iteration's (full, unsharded) order; None: in order
+        self.position = 0  # batches yielded in this iteration
+        self._resume: tuple[torch.Tensor | None, int] | None = None
 
     def _local_count(self) -> int:
         n = len(self.labels)
@@ -55,22 +67,36 @@ class DeviceBatches:
         n = self._local_count()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def resume_at(self, order: torch.Tensor | None, position: int) -> None:
+        """The next iteration uses ``order`` (as saved from ``self.order``) and starts at batch ``position``."""
+        if order is not None and len(order) != len(self.labels):
+            raise ValueError(f"a saved data order of {len(order)} images does not fit {len(self.labels)} images")
+        self._resume = (order, int(position))
+
     def __iter__(self):
         n, bs = len(self.labels), self.batch_size
         device = self.labels.device
-        if self.shuffle:
+        start = 0
+        if self._resume is not None:
+            order, start = self._resume
+            order = order.to(device) if order is not None else None
+            self._resume = None
+        elif self.shuffle:
             order = torch.randperm(n, device=device)
-        elif self.world_size > 1:
-            order = torch.arange(n, device=device)
         else:
             order = None
+        self.order, self.position = order, start
+        if order is None and self.world_size > 1:
+            order = torch.arange(n, device=device)
         if order is not None and self.world_size > 1:
             order = order[self.rank::self.world_size][: self._local_count()]
         local = self._local_count()
-        for i in range(len(self)):
+        for i in range(start, len(self)):
             sl = slice(i * bs, min(local, (i + 1) * bs))
             idx = order[sl] if order is not None else sl
-            yield self.transform(self.images[idx]), self.labels[idx]
+            self.position = i + 1
+            x = self.images[idx]
+            yield (x if self.defer_transform else self.transform(x)), self.labels[idx]
 
 
 class _ReadCache:
@@ -135,6 +161,8 @@ class DeviceDataModule(L.LightningDataModule):
         self.channels_last = channels_last
         self.splits: Splits | None = None
         self._device_data: dict | None = None
+        self.train_batches: DeviceBatches | None = None  # the training loader in use (its order and position)
+        self._train_resume: tuple | None = None
 
     @property
     def num_classes(self) -> int:
@@ -228,7 +256,25 @@ class DeviceDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         x, y = self._device_data["train"]
-        return DeviceBatches(x, y, self.batch_size, self.train_transform, shuffle=True, drop_last=True, **self._shard())
+        self.train_batches = DeviceBatches(x, y, self.batch_size, self.train_transform, shuffle=True, drop_last=True,
+                                           defer_transform=True, **self._shard())
+        if self._train_resume is not None:  # a checkpoint taken mid-epoch: the same order, the next batch
+            self.train_batches.resume_at(*self._train_resume)
+            self._train_resume = None
+        return self.train_batches
+
+    def resume_train(self, order: torch.Tensor | None, position: int) -> None:
+        """The next training loader continues an epoch: ``order`` and ``position`` as a checkpoint saved
+        them from :attr:`train_batches` (``order``, batches consumed)."""
+        self._train_resume = (order, position)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # The training loader defers its augmentation to here, the step that uses the batch (see
+        # DeviceBatches): Lightning prefetches a batch ahead of its step.
+        x, y = batch
+        if x.dtype == torch.uint8 and self.trainer is not None and self.trainer.training:
+            x = self.train_transform(x)
+        return x, y
 
     def val_dataloader(self):
         if self._device_data["val"] is None:

@@ -70,6 +70,7 @@ class Classifier(L.LightningModule):
         self.compile_model, self.channels_last = compile, channels_last
         self.eval_names = list(eval_names or ["test"])
         self._train, self._val, self._test = _Tally(), _Tally(), {}
+        self._resumed_tally: _Tally | None = None
         self._annealed, self._total_steps = [], 1
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -92,11 +93,27 @@ class Classifier(L.LightningModule):
         self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._resumed_tally = None
         for m in self._annealed:  # a host float into a device buffer: no sync
             m.set_training_progress(self.trainer.global_step / self._total_steps)
 
     def on_train_epoch_start(self) -> None:
-        self._train = _Tally()
+        self._train, self._resumed_tally = self._resumed_tally or _Tally(), None
+
+    def epoch_state(self) -> dict:
+        """The training epoch's running sums (a checkpoint taken mid-epoch saves them)."""
+        t = self._train
+        return {"loss": t.loss, "correct": t.correct, "count": t.count}
+
+    def resume_epoch(self, state: dict) -> None:
+        """Continue the sums of an epoch a checkpoint stopped in (the next epoch start takes them)."""
+        t = _Tally()
+        t.loss, t.correct, t.count = state["loss"], state["correct"], int(state["count"])
+        if t.loss is not None:
+            t.loss, t.correct = t.loss.to(self.device), t.correct.to(self.device)
+        # Lightning may or may not call on_train_epoch_start for the restarted epoch: hold the sums
+        # both ways until its first step (on_train_batch_start drops the spare).
+        self._train = self._resumed_tally = t
 
     def training_step(self, batch, batch_idx):
         x, y = batch

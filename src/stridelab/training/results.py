@@ -6,12 +6,16 @@ Later stages (the measurement suite, aggregation) add keys; nothing else writes 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Any
 
+from stridelab.errors import WriteError
 from stridelab.files import atomic_write_text
+
+log = logging.getLogger("stridelab")
 
 METRICS_FILE = "metrics.json"
 
@@ -52,9 +56,21 @@ class RunResults:
         return self.write()
 
     def fail(self, reason: str) -> Path:
-        self.data["status"] = "failed"
+        return self.record("failed", reason, quiet=False)
+
+    def record(self, status: str, reason: str, quiet: bool = True) -> Path:
+        """Set ``status`` (failed, interrupted) with its ``reason`` and write. ``quiet``: a write that
+        fails (the disk that failed the run is full) is logged, not raised, so the run's own error
+        is the one the user sees."""
+        self.data["status"] = status
         self.data["reason"] = reason
-        return self.write()
+        try:
+            return self.write()
+        except WriteError as err:
+            if not quiet:
+                raise
+            log.warning("could not record the run as %s: %s", status, err)
+            return self.path
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any]:

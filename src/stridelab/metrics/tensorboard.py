@@ -1,0 +1,31 @@
+"""A finished run in TensorBoard: the suite's scalars and figures, and the HPARAMS entry."""
+
+from __future__ import annotations
+
+from stridelab.config import VARIANT_FIELDS
+from stridelab.metrics.suite import METRIC_GROUPS
+
+
+def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
+    """The measurement suite's scalars, figures and audit table, and the HPARAMS entry: the variant
+    with its real final figures."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    final_groups = ("test", "test_dissimilar", "val", "train", *METRIC_GROUPS)
+    hparams = {k: "-" if metrics[k] is None else metrics[k] for k in (*VARIANT_FIELDS, "seed")}
+    # Per-layer and per-shift figures stay scalars: they differ between models and would crowd the table.
+    finals = {
+        k: v
+        for k, v in metrics.items()
+        if "/" in k
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and k.split("/")[0] in final_groups
+        and not k.startswith(("border/layer_", "probe/layer_", "crop/acc_at_"))
+    }
+    for lg in loggers:
+        if isinstance(lg, TensorBoardLogger):
+            if measurement is not None:
+                measurement.log_tensorboard(lg.experiment, step)
+            lg.log_hyperparams(hparams, metrics=finals)
+            lg.finalize("success")

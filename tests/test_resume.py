@@ -1,0 +1,115 @@
+"""Stopped runs resume from their checkpoint and end with the same figures (issue 13).
+
+A run stopped by a signal mid-epoch, or crashed after an epoch, and started again in its folder
+ends with the same test accuracy, test loss and suite figures, to the last bit on the CPU, as the
+run that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import lightning as L
+import pytest
+import torch
+
+from stridelab.errors import RunInterrupted
+from stridelab.train import run
+from stridelab.training.checkpoint import checkpoint_path
+
+# Small but real: 2 epochs of 8 steps on shapes10, a simple_cnn, the quick suite.
+RUN = [
+    "experiment=smoke",
+    "data=shapes10",
+    "logger=csv",
+    "trainer.max_epochs=2",
+    "data.limit_train=512",
+    "seed=3",
+]
+
+
+def _figures(metrics: dict) -> dict:
+    """What must not change: test and suite figures (not timings, not bookkeeping)."""
+    skip = ("time/", "cost/", "resume/", "run_dir", "status", "reason", "trainer/")
+    return {k: v for k, v in metrics.items() if not k.startswith(skip) and isinstance(v, (int, float, str))}
+
+
+class SignalAt(L.Callback):
+    """Sends this process ``sig`` at the start of training step ``step`` (counted from 0)."""
+
+    def __init__(self, step: int, sig=signal.SIGTERM) -> None:
+        self.step, self.sig = step, sig
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.sig)
+
+
+class CrashAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("the node went away")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, compose):
+    tmp = tmp_path_factory.mktemp("whole")
+    return run(compose(RUN, tmp))
+
+
+def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_equals_the_whole_one(tmp_path, compose, uninterrupted):
+    cfg = compose(RUN, tmp_path)
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted) as stopped:
+        run(cfg, callbacks=[SignalAt(11)])  # epoch 2, its fourth step
+    assert stopped.value.signame == "SIGTERM" and stopped.value.exit_status == 143
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and "SIGTERM" in record["reason"] and "resume" in record["reason"]
+    ckpt = torch.load(checkpoint_path(out), weights_only=True)  # a plain checkpoint, safe to load
+    assert ckpt["global_step"] == 12 and ckpt["stridelab"]["data"]["position"] == 4
+    assert not (out / ".lock").exists()
+
+    resumed = run(cfg)
+    assert resumed["status"] == "ok" and resumed["resume/count"] == 1 and resumed["resume/step"] == 12
+    assert resumed["resume/epoch"] == 1  # whole epochs done; it resumed inside the second
+    assert _figures(resumed) == _figures(uninterrupted)
+    assert not checkpoint_path(out).exists()  # a finished run's checkpoints are removed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGUSR1])
+def test_ctrl_c_and_slurms_warning_also_checkpoint_and_stop(sig, tmp_path, compose):
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted) as stopped:
+        run(compose([*RUN, "trainer.max_epochs=1"], tmp_path), callbacks=[SignalAt(2, sig)])
+    name = signal.Signals(sig).name
+    assert stopped.value.signame == name and stopped.value.exit_status == 128 + sig
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and name in record["reason"]
+    assert torch.load(checkpoint_path(out), weights_only=True)["global_step"] == 3
+
+
+def test_a_crash_after_an_epoch_resumes_from_that_epoch(tmp_path, compose, uninterrupted):
+    cfg = compose(RUN, tmp_path)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="node went away"):
+        run(cfg, callbacks=[CrashAt(8)])  # the first step of epoch 2
+    assert json.loads((out / "metrics.json").read_text())["status"] == "failed"
+    resumed = run(cfg)
+    assert resumed["resume/epoch"] == 1 and resumed["resume/step"] == 8
+    assert _figures(resumed) == _figures(uninterrupted)
+
+
+def test_kept_checkpoint_and_a_changed_config_is_refused(tmp_path, compose):
+    out = tmp_path / "run"
+    run(compose([*RUN, "trainer.max_epochs=1", "checkpoint.keep=true"], tmp_path))
+    assert checkpoint_path(out).is_file()
+    with pytest.raises(Exception, match="checkpoint of another configuration"):
+        run(compose([*RUN, "trainer.max_epochs=1", "optimizer.lr=0.5"], tmp_path))
+    # resume=false starts afresh instead
+    again = run(compose([*RUN, "trainer.max_epochs=1", "optimizer.lr=0.5", "resume=false"], tmp_path))
+    assert again["status"] == "ok" and "resume/count" not in again
