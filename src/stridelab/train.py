@@ -25,7 +25,7 @@ from stridelab.files import atomic_path
 from stridelab.metrics.tensorboard import log_tensorboard
 from stridelab.training.checkpoint import fit_kwargs, remove_checkpoints
 from stridelab.training.ddp import is_rank_zero, workers_join_this_job
-from stridelab.training.lifecycle import RunGuard, SweepOutcome
+from stridelab.training.lifecycle import RunFinished, RunGuard, SweepOutcome
 from stridelab.training.lock import RunLocked
 from stridelab.training.results import find_finished
 
@@ -134,18 +134,25 @@ def task(cfg: DictConfig):
     from hydra.types import RunMode
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    out = str(cfg.paths.output_dir)
     if SWEEP.interrupted is not None:  # an earlier job of this sweep was stopped by a signal
-        print(f"stridelab: not started, the sweep was stopped by {SWEEP.interrupted.signame}")
+        SWEEP.not_started.append(out)
         return None
     if multirun and cfg.get("resume", True):
         done = find_finished(cfg.get("resume_dir") or HydraConfig.get().sweep.dir, config_hash(cfg))
         if done is not None:
             print(f"stridelab: skipped, this config already finished in {done}")
+            SWEEP.finished.append(out)
             return None
     try:
         metrics = run(cfg)
+    except RunFinished as err:
+        print(f"stridelab: skipped, {err}")
+        SWEEP.finished.append(out)
+        return None
     except RunLocked as err:
-        print(f"stridelab: skipped, {err}; it will be there when that process is done", file=sys.stderr)
+        print(f"stridelab: skipped, {err}; its results will be there when that process is done", file=sys.stderr)
+        SWEEP.skipped.append(out)
         SWEEP.status = max(SWEEP.status, 0 if multirun else 2)
         return None
     except RunInterrupted as err:
@@ -156,16 +163,17 @@ def task(cfg: DictConfig):
         print(f"\nstridelab: error: {err}\n", file=sys.stderr)
         if os.environ.get("STRIDELAB_TRACEBACK"):
             traceback.print_exc()
-        SWEEP.failed.append(str(cfg.paths.output_dir))
+        SWEEP.failed.append(out)
         SWEEP.status = max(SWEEP.status, 1 if multirun else 2)
         return None
     except Exception:
         if not multirun:
             raise
         log.error("run failed; recorded in metrics.json, the sweep goes on:\n%s", traceback.format_exc())
-        SWEEP.failed.append(str(cfg.paths.output_dir))
+        SWEEP.failed.append(out)
         SWEEP.status = max(SWEEP.status, 1)
         return None
+    SWEEP.finished.append(out)
     shown = {k: v for k, v in metrics.items() if k.endswith("/acc") or k == "test/loss"}
     print("stridelab: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
     measured = [k for k in SUMMARY_KEYS if isinstance(metrics.get(k), (int, float))]
@@ -180,12 +188,11 @@ def main() -> None:
     global SWEEP
     SWEEP = SweepOutcome()
     task()
+    if SWEEP.not_started or len(SWEEP.finished) + len(SWEEP.failed) + len(SWEEP.skipped) > 1:
+        for line in SWEEP.report():  # a multirun's end: what to do about the runs that did not finish
+            print(line, file=sys.stderr)
     if SWEEP.interrupted is not None:
         sys.exit(SWEEP.interrupted.exit_status)
-    if SWEEP.failed and SWEEP.status == 1:
-        print(f"stridelab: {len(SWEEP.failed)} run(s) failed (their metrics.json says why):", file=sys.stderr)
-        for path in SWEEP.failed:
-            print(f"  {path}", file=sys.stderr)
     if SWEEP.status:
         sys.exit(SWEEP.status)
 

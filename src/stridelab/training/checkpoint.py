@@ -83,9 +83,9 @@ class RunCheckpoint(Checkpoint):
     def save(self, trainer: L.Trainer) -> None:
         if trainer.is_global_zero:
             with atomic_path(self.path) as tmp:
-                trainer.save_checkpoint(tmp)
+                trainer.save_checkpoint(tmp, weights_only=False)  # the full state
         else:
-            trainer.save_checkpoint(self.path)  # a collective call; only rank 0 writes
+            trainer.save_checkpoint(self.path, weights_only=False)  # a collective call; only rank 0 writes
         self.saved = True
 
     # Lightning hooks --------------------------------------------------------------------------------

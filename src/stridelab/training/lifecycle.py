@@ -27,7 +27,15 @@ from stridelab.training.checkpoint import (
 )
 from stridelab.training.ddp import ddp_environment, end_distributed, is_rank_zero
 from stridelab.training.lock import RunLock
-from stridelab.training.results import METRICS_FILE, RunResults
+from stridelab.training.results import METRICS_FILE, RunResults, read_metrics
+
+
+class RunFinished(Exception):
+    """The run folder already holds this config's finished run (another sweep finished it meanwhile)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        super().__init__(f"this config already finished in {run_dir} (resume=false trains it again)")
 
 
 class RunGuard:
@@ -50,6 +58,8 @@ class RunGuard:
         try:
             resumes = 0
             if self.cfg.get("resume", True):
+                if finished_here(self.out, run_hash):  # e.g. by another sweep since this one looked
+                    raise RunFinished(self.out)
                 self.resume_from, resumes = find_resume_point(self.out, run_hash)
             self.results = RunResults(
                 self.out / METRICS_FILE,
@@ -92,12 +102,41 @@ class RunGuard:
             end_distributed(self._env_before)
 
 
+def finished_here(run_dir: Path, config_hash: str) -> bool:
+    try:
+        before = read_metrics(run_dir / METRICS_FILE)
+    except (OSError, ValueError):
+        return False
+    return before.get("status") == "ok" and before.get("config_hash") == config_hash
+
+
 class SweepOutcome:
     """What the jobs of one invocation ended with, for the exit status: 0 every run finished (or was
     skipped as finished); 1 a multirun had failed runs; 2 a single run failed; 128 + N a signal N
     stopped it."""
 
     def __init__(self) -> None:
+        self.finished: list[str] = []  # trained here, or found finished
         self.failed: list[str] = []
+        self.skipped: list[str] = []  # another process holds them
+        self.not_started: list[str] = []  # after a stop signal
         self.interrupted: RunInterrupted | None = None
         self.status = 0
+
+    def report(self) -> list[str]:
+        """What a stopped or partly failed sweep tells the user at its end."""
+        lines = []
+        if self.interrupted is not None:
+            counts = [f"{len(self.finished)} finished", "1 interrupted (it resumes from its checkpoint)"]
+            counts += [f"{len(self.not_started)} not started"] if self.not_started else []
+            lines.append(
+                f"stridelab: stopped by {self.interrupted.signame}: {', '.join(counts)}. Run the same command "
+                "again to finish: finished runs are skipped, the interrupted one resumes."
+            )
+        if self.failed:
+            lines.append(f"stridelab: {len(self.failed)} run(s) failed (their metrics.json says why):")
+            lines += [f"  {path}" for path in self.failed]
+        if self.skipped:
+            lines.append(f"stridelab: {len(self.skipped)} run(s) skipped, another process is training them:")
+            lines += [f"  {path}" for path in self.skipped]
+        return lines
