@@ -24,6 +24,7 @@ from stridelab.errors import StridelabError
 from stridelab.files import atomic_write_text
 from stridelab.training.ddp import ddp_environment, end_distributed, is_rank_zero, workers_join_this_job
 from stridelab.training.results import RunResults, find_finished
+from stridelab.validation import hydra_cli, validate_config
 
 register_resolvers()
 log = logging.getLogger("stridelab")
@@ -57,6 +58,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
         if rank_zero:
             atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         results.write()
+        validate_config(cfg)  # a bad value ends here, recorded as failed, before any work
         check_data_on_disk(cfg.data)  # before torch and Lightning are imported: missing data fails at once
         import torch
 
@@ -155,6 +157,7 @@ def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
             lg.finalize("success")
 
 
+@hydra_cli  # Hydra's refusal of a misspelt key or an unwritable run folder, as stridelab: error:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
