@@ -31,6 +31,7 @@ def write_bin(path, images, labels):
 def cifar_root(tmp_path):
     d = tmp_path / "cifar" / cifar10.BIN_DIR
     d.mkdir(parents=True)
+    (d / cifar10.GENERATED_MARK).write_text("a stand-in of 7 images per file")  # the real files hold 10000
     truth = {}
     for i, name in enumerate(cifar10.TRAIN_FILES + cifar10.TEST_FILES):
         imgs, labels = fake_images(7, i), np.arange(7) % 10

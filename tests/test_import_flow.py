@@ -16,7 +16,8 @@ RANK = {
     "errors": 0,
     "config": 0,
     "files": 0,
-    "registry": 0,  # leaves
+    "registry": 0,
+    "validation": 0,  # leaves
     "layers": 1,
     "data": 1,
     "models": 2,

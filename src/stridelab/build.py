@@ -83,7 +83,8 @@ def variant_fields(cfg: DictConfig, choices: dict | None = None) -> dict:
         "experiment": choices.get("experiment"),
     }
     assert tuple(fields) == VARIANT_FIELDS  # one list: extend VARIANT_FIELDS and this together
-    return {**fields, "seed": int(cfg.seed)}
+    seed = cfg.seed  # a seed that is no integer is recorded as given: stridelab.validation refuses it
+    return {**fields, "seed": int(seed) if str(seed).isdigit() else seed}
 
 
 @dataclass

@@ -3,7 +3,9 @@
 The run's ``config.yaml`` (next to the weights) rebuilds the data and the model; the weights are
 loaded with ``torch.load(weights_only=True)``; the measurement suite runs and its figures are merged
 into the run's ``metrics.json`` (atomically; training and test figures are kept), with the plots and
-``padding_audit.md`` rewritten and the figures logged to ``RUN_DIR/tensorboard/evaluate``.
+``padding_audit.md`` rewritten and the figures logged to ``RUN_DIR/tensorboard/evaluate``. A
+``metrics.json`` that cannot be read, weights that are not a plain state_dict and a misspelt or bad
+knob are refused before anything is measured; a copied run folder is measured where it now is.
 
 Options (``key=value``): ``ckpt=`` (the weights, or the run folder), ``device=auto|cpu|cuda``,
 ``precision=fast|32-true|bf16-mixed|...``, and any ``metrics.<knob>=value`` of configs/metrics.
@@ -11,14 +13,18 @@ Options (``key=value``): ``ckpt=`` (the weights, or the run folder), ``device=au
 
 from __future__ import annotations
 
+import json
+import pickle
+import re
 import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from stridelab.config import CONFIG_DIR, register_resolvers, resolve_precision
-from stridelab.errors import ConfigError, DataError, StridelabError
+from stridelab.errors import ConfigError, DataError, StridelabError, choose
+from stridelab.validation import PRECISIONS, dotted_keys, unknown_key_error, validate_config
 
 USAGE = (
     "usage: python -m stridelab.evaluate ckpt=RUN_DIR/model.pt [device=auto|cpu|cuda] "
@@ -62,28 +68,82 @@ def _locate(ckpt: str) -> tuple[Path, Path]:
     return weights, run_dir
 
 
+def _read_previous(path: Path) -> dict:
+    """The run's metrics.json, read before anything is measured (a missing one: a fresh start)."""
+    if not path.exists():
+        return {"status": "ok"}
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"{path} cannot be read ({type(err).__name__}: {err}), so the new figures cannot be merged into it; "
+            "nothing was measured. Restore the file (it holds the run's training and test figures), or move it "
+            "away to have evaluate write a new metrics.json with the suite's figures only."
+        ) from None
+    return data
+
+
+def metrics_config(run_metrics, overrides: list[str]) -> DictConfig:
+    """The suite's knobs: configs/metrics/default.yaml, then the run's, then ``metrics.<knob>=value``
+    overrides; a misspelt knob or a bad value is refused (stridelab.validation)."""
+    base = OmegaConf.load(CONFIG_DIR / "metrics" / "default.yaml")
+    knobs = [f"metrics.{k}" for k in dotted_keys(base) if not k.startswith("_")]
+    for arg in overrides:
+        key, _, value = arg.partition("=")
+        if key.split(".")[1] not in base:
+            raise unknown_key_error(key, knobs, value, add_hint=False)
+    merged = OmegaConf.merge(base, run_metrics or {}, OmegaConf.from_dotlist(list(overrides)).get("metrics", {}))
+    fix = "Give a valid value with metrics.<knob>=value (the run's own values are in its config.yaml)."
+    validate_config(OmegaConf.create({"metrics": merged}), prefix="metrics.", fix=fix)
+    return merged
+
+
+def _load_state(weights: Path) -> dict:
+    """The weights as tensors only (``weights_only=True``); anything else is refused."""
+    import torch
+
+    try:
+        return torch.load(weights, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        raise DataError(
+            f"{weights} is not a plain state_dict: it holds pickled Python objects"
+            f"{f' ({found.group(1)})' if found else ''} besides tensors, which could run code when loaded, so "
+            "stridelab refuses it. Use the model.pt that stridelab.train wrote for this run (a state_dict of "
+            "tensors), or train the run again."
+        ) from None
+    except Exception as err:
+        first_line = (str(err).splitlines() or [""])[0]
+        raise DataError(
+            f"{weights} cannot be read as weights ({type(err).__name__}: {first_line}). It must be the state_dict "
+            "the run wrote; was the file replaced or cut short? Train the run again to get it."
+        ) from None
+
+
 def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_overrides: list[str] = ()) -> dict:
     """Rebuild, load and measure; returns the updated metrics of the run."""
+    weights, run_dir = _locate(ckpt)
+    metrics_path = run_dir / "metrics.json"
+    previous = _read_previous(metrics_path)
+    register_resolvers()
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.metrics = metrics_config(cfg.get("metrics"), list(metric_overrides))
+    choose("precision", precision, map(str, PRECISIONS))
     import torch
 
     from stridelab.build import build_data_and_model, check_data_on_disk, instantiate_checked
     from stridelab.metrics.suite import SUITE_PREFIXES
-    from stridelab.training.results import RunResults, read_metrics
+    from stridelab.training.results import RunResults
 
-    weights, run_dir = _locate(ckpt)
-    register_resolvers()
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    base = OmegaConf.load(CONFIG_DIR / "metrics" / "default.yaml")
-    cfg.metrics = OmegaConf.merge(
-        base, cfg.get("metrics") or {}, OmegaConf.from_dotlist(list(metric_overrides)).get("metrics", {})
-    )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    state = _load_state(weights)
     check_data_on_disk(cfg.data)
     datamodule, model = build_data_and_model(cfg)
     suite = instantiate_checked(cfg.metrics)
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as err:
         raise DataError(
@@ -97,9 +157,8 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
     precision = resolve_precision(precision)
     t0 = time.perf_counter()
     measurement = suite.measure(model, datamodule, device=device, precision=precision)
-    metrics_path = run_dir / "metrics.json"
     results = RunResults(metrics_path)
-    results.data = read_metrics(metrics_path) if metrics_path.is_file() else {"status": "ok"}
+    results.data = previous
     fresh = dict(measurement.metrics)
     keep = set()
     if results.data.get("cost/train_from") == "fit":  # the real run's timing beats a probe's
@@ -118,6 +177,7 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
             "evaluate/device": str(device),
             "evaluate/precision": precision,
             "evaluate/seconds": time.perf_counter() - t0,
+            "run_dir": str(run_dir.absolute()),  # where the files are now (a copied run's folder too)
         },
     )
     results.write()
@@ -155,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "cost/infer_images_per_s",
     )
     print("stridelab: " + "  ".join(f"{k}={data[k]:.4g}" for k in keys if isinstance(data.get(k), (int, float))))
-    print(f"stridelab: measurements merged into {Path(data.get('run_dir', '.')) / 'metrics.json'}")
+    print(f"stridelab: measurements merged into {Path(data['run_dir']) / 'metrics.json'}")
     return 0
 
 

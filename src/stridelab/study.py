@@ -5,7 +5,8 @@ NAME is a file in experiments/ (``demo``, ``padding_x_downsampling``, ``shift_in
 (e.g. ``trainer=gpu``, ``launcher=joblib``, ``seed=0`` to run one seed of a swept key). Finished
 runs are skipped, so running a study again only does what is missing or failed; the study's tables
 and plots are in logs/studies/NAME/ (or --out). ``--dry-run`` prints each grid's command and
-composes every run, building its model on the data's input size, without training.
+composes and checks every run (misspelt keys, bad values), building its model on the data's input
+size, without training.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from stridelab.training.ddp import is_rank_zero, workers_join_this_job
 from stridelab.training.lifecycle import RunFinished, RunGuard, SweepOutcome
 from stridelab.training.lock import RunLocked
 from stridelab.training.results import find_finished
+from stridelab.validation import hydra_cli, validate_config
 
 register_resolvers()
 log = logging.getLogger("stridelab")
@@ -54,6 +55,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
     out = Path(output_dir or cfg.paths.output_dir)
     t0 = time.perf_counter()
     with RunGuard(cfg, out, variant_fields(cfg), unwrap=unwrap_error) as guard:
+        validate_config(cfg)  # a bad value ends here, recorded as failed, before any work
         check_data_on_disk(cfg.data)  # before torch and Lightning are imported: missing data fails at once
         return _train_and_measure(cfg, out, guard, callbacks, timer, t0)
 
@@ -127,6 +129,7 @@ def _train_and_measure(cfg, out: Path, guard: RunGuard, callbacks, timer, t0) ->
 SWEEP = SweepOutcome()  # this invocation's outcome (main() resets it: a study runs several)
 
 
+@hydra_cli  # Hydra's refusal of a misspelt key or an unwritable run folder, as stridelab: error:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def task(cfg: DictConfig):
     """One Hydra job: one run, or a job of a multirun (which records its outcome in SWEEP)."""

@@ -29,6 +29,8 @@ TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILES = ("test_batch.bin",)
 RECORD_BYTES = 1 + 3 * 32 * 32
 RECORDS_PER_FILE = 10000
+# Written by write_generated into a stand-in's folder: its files may hold any number of records.
+GENERATED_MARK = "GENERATED.txt"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 PY_DIR = "cifar-10-batches-py"
@@ -84,11 +86,40 @@ def write_generated(root: str | os.PathLike, train_size: int = 50000, test_size:
     rng = np.random.default_rng(seed)
     directory = Path(root) / BIN_DIR
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / GENERATED_MARK).write_text("A generated stand-in of CIFAR-10 (random images, any number of records "
+                                            "per file; stridelab.data.cifar10.write_generated), not the real data.\n")
     for names, total in ((TRAIN_FILES, train_size), (TEST_FILES, test_size)):
         for i, name in enumerate(names):
             n = total // len(names) + (i < total % len(names))
             write_binary_batch(directory / name, rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
                                rng.integers(0, 10, n))
+    return directory
+
+
+def check_complete(directory: Path) -> Path:
+    """Every file of the binary version is there and, unless the folder is a generated stand-in
+    (:data:`GENERATED_MARK`), holds exactly :data:`RECORDS_PER_FILE` records: a file cut short, even at
+    a record boundary, is refused by its size before anything is read."""
+    missing = [n for n in TRAIN_FILES + TEST_FILES if not (directory / n).is_file()]
+    if missing:
+        raise DataError(
+            f"{directory} is incomplete: {', '.join(missing)} missing. Delete the folder and run again to download "
+            "a fresh copy, or extract the official cifar-10-binary.tar.gz there."
+        )
+    if (directory / GENERATED_MARK).is_file():
+        return directory
+    expected = RECORD_BYTES * RECORDS_PER_FILE
+    for name in TRAIN_FILES + TEST_FILES:
+        size = (directory / name).stat().st_size
+        if size != expected:
+            stray = size % RECORD_BYTES
+            raise DataError(
+                f"{directory / name} holds {size // RECORD_BYTES} records of {RECORD_BYTES} bytes"
+                f"{f' and {stray} stray bytes' if stray else ''} ({size} bytes), but every file of the official "
+                f"CIFAR-10 binary version holds exactly {RECORDS_PER_FILE} records ({expected} bytes): it was cut "
+                f"short or is not from cifar-10-binary.tar.gz. Delete {directory} and run again to download a fresh "
+                "copy (data.download=true), or extract the official archive there yourself."
+            )
     return directory
 
 
@@ -188,24 +219,18 @@ def ensure_available(root: str | os.PathLike, download_if_missing: bool = True) 
     root = Path(root).expanduser()
     bin_dir, py_dir = root / BIN_DIR, root / PY_DIR
     if (bin_dir / TRAIN_FILES[0]).exists():
-        return bin_dir
+        return check_complete(bin_dir)
     if py_dir.is_dir():
         return py_dir
     if not download_if_missing:
         raise DataError(_offline_message(root, "data.download=false"))
     download(root)
-    return bin_dir
+    return check_complete(bin_dir)
 
 
 def load_cifar10(root: str | os.PathLike, download_if_missing: bool = True):
     """Return ``((train_x, train_y), (test_x, test_y))`` as uint8 NCHW images and int64 labels."""
-    directory = ensure_available(root, download_if_missing)
+    directory = ensure_available(root, download_if_missing)  # the binary version: check_complete'd
     if directory.name == PY_DIR:
         return read_python_version(directory)
-    missing = [n for n in TRAIN_FILES + TEST_FILES if not (directory / n).is_file()]
-    if missing:
-        raise DataError(
-            f"{directory} is incomplete: {', '.join(missing)} missing. Delete the folder and run again to download "
-            "a fresh copy, or extract the official cifar-10-binary.tar.gz there."
-        )
     return _read_split(directory, TRAIN_FILES), _read_split(directory, TEST_FILES)

@@ -153,6 +153,10 @@ class DeviceDataModule(L.LightningDataModule):
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError(f"data.batch_size and data.eval_batch_size must be >= 1 (got {batch_size}, "
                               f"{eval_batch_size}).")
+        for knob, limit in (("limit_train", limit_train), ("limit_test", limit_test)):
+            if limit is not None and int(limit) < 1:  # 0 used to mean "all": a smoke run became a full run
+                raise ConfigError(f"data.{knob}={limit} is not valid: give N >= 1 (the first N images), or null "
+                                  "for all of them.")
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.val_size, self.split_seed = int(val_size or 0), split_seed
         self.limit_train, self.limit_test = limit_train, limit_test
@@ -196,9 +200,9 @@ class DeviceDataModule(L.LightningDataModule):
             perm = np.random.default_rng(self.split_seed).permutation(len(y))
             s.val = (x[perm[: self.val_size]], y[perm[: self.val_size]])
             x, y = x[perm[self.val_size:]], y[perm[self.val_size:]]
-        if self.limit_train:
+        if self.limit_train is not None:
             x, y = x[: self.limit_train], y[: self.limit_train]
-        if self.limit_test:
+        if self.limit_test is not None:
             s.tests = {k: (v[0][: self.limit_test], v[1][: self.limit_test]) for k, v in s.tests.items()}
         if len(y) < self.batch_size:
             raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {len(y)} training images "

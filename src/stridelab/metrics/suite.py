@@ -122,7 +122,11 @@ class MeasurementSuite:
             raise ConfigError(
                 f"metrics.probe_ridge must be a finite number >= 0 (got {self.probe_ridge}); the default is 1e-3."
             )
-        if "probe" not in self.skip and self.subset_size is not None and 0 < int(self.subset_size) < 2:
+        if self.subset_size is not None and int(self.subset_size) < 1:  # 0 used to mean "all"
+            raise ConfigError(
+                f"metrics.subset_size={self.subset_size} is not valid: give N >= 1 test images, or null for all."
+            )
+        if "probe" not in self.skip and self.subset_size is not None and int(self.subset_size) < 2:
             raise ConfigError(
                 f"metrics.subset_size={self.subset_size} is too small for the position probe, which "
                 "fits on half of the images and scores on the other half: use subset_size >= 2, or "
@@ -131,7 +135,7 @@ class MeasurementSuite:
 
     def subset_indices(self, n: int) -> np.ndarray:
         """The fixed subset: the first ``subset_size`` of a ``subset_seed`` permutation, sorted."""
-        if not self.subset_size or self.subset_size >= n:
+        if self.subset_size is None or self.subset_size >= n:
             return np.arange(n)
         return np.sort(np.random.default_rng(self.subset_seed).permutation(n)[: self.subset_size])
 

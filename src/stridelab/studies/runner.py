@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from stridelab.config import CONFIG_DIR, register_resolvers
 from stridelab.errors import ConfigError, StridelabError
 from stridelab.files import atomic_write_text
+from stridelab.validation import composition_error, validate_config
 
 STUDY_DIR = Path(os.environ.get("STRIDELAB_STUDY_DIR", CONFIG_DIR.parent / "experiments"))
 _KEYS = {"question", "reference", "grids", "notes"}
@@ -121,9 +122,10 @@ def grid_runs(grid: Grid, extra: list[str]) -> list[list[str]]:
 
 
 def check_grid(grid: Grid, extra: list[str]) -> int:
-    """Compose every run of ``grid`` with Hydra and build its strategy, padding and model on the data's
-    input size (no data read, nothing trained): a dry run catches a bad option or an impossible
-    geometry in run 97 before run 1 starts. Raises the first problem, naming the run."""
+    """Compose every run of ``grid`` with Hydra, check its values (:func:`stridelab.validation.validate_config`)
+    and build its strategy, padding and model on the data's input size (no data read, nothing trained):
+    a dry run catches a misspelt key, a bad value, option or geometry in run 97 before run 1 starts.
+    Raises the first problem, naming the run."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import get_class, instantiate
 
@@ -135,7 +137,7 @@ def check_grid(grid: Grid, extra: list[str]) -> int:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for overrides in runs:
             try:
-                cfg = compose(config_name="train", overrides=overrides)
+                cfg = validate_config(compose(config_name="train", overrides=overrides))
                 key = OmegaConf.to_yaml({k: cfg[k] for k in ("data", "model", "downsample", "padding")})
                 if key in built:  # the same network as a run already checked (e.g. another seed)
                     continue
@@ -149,10 +151,11 @@ def check_grid(grid: Grid, extra: list[str]) -> int:
                 )
                 check_geometry(model, (data.in_chans, data.image_size, data.image_size))
             except Exception as err:
+                err = composition_error(err) or err
                 while err.__cause__ is not None and not isinstance(err, StridelabError):
                     err = err.__cause__
                 raise ConfigError(
-                    f"grid '{grid.name}', run {' '.join(overrides)}: {' '.join(str(err).split())}. "
+                    f"grid '{grid.name}', run {' '.join(overrides)}: {' '.join(str(err).split()).rstrip('.')}. "
                     "Fix the study file or the overrides given on the command line."
                 ) from None
     return len(runs)

@@ -138,9 +138,12 @@ class Classifier(L.LightningModule):
             return
         loss, acc = result
         if not torch.isfinite(loss):
+            precision = str(self.trainer.precision)
+            full = precision.startswith(("32", "64"))  # already full precision: no use suggesting it
             raise FloatingPointError(
                 f"training loss became {loss.item()} in epoch {self.current_epoch}: the run diverged. "
-                "Lower the learning rate (optimizer.lr), add warm-up, or use precision=32-true."
+                "Lower the learning rate (optimizer.lr) or add warm-up"
+                + ("." if full else f", or train in full precision (trainer.precision=32-true; this run: {precision}).")
             )
         self.log_dict({"train/loss": loss, "train/acc": acc})
 
