@@ -47,7 +47,8 @@ def test_grid_aggregates_reports_failures_and_resumes(tmp_path, run_cli):
         ],
         tmp_path,
     )
-    assert bad.returncode == 0, bad.stderr[-3000:]
+    assert bad.returncode == 1, bad.stderr[-3000:]  # a sweep with a failed run says so in its exit status
+    assert "1 run(s) failed" in bad.stderr
     rows = {(r["downsample"], r.get("optimizer.lr", "")): r for r in csv.DictReader((sweep / "summary.csv").open())}
     ok_rows = [r for r in rows.values() if r["n_seeds"] == "2"]
     assert len(ok_rows) == 2 and all(r["test/acc/ci95"] for r in ok_rows)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from stridelab.studies.runner import run_study
 
     try:
-        run_study(argv[0], argv[1:], out=out, dry_run=dry_run)
+        return run_study(argv[0], argv[1:], out=out, dry_run=dry_run)
     except StridelabError as err:
         print(f"\nstridelab: error: {err}\n", file=sys.stderr)
         return 2
@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
             "\nstridelab: interrupted. Finished runs are kept; run the same command again to resume.", file=sys.stderr
         )
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def task(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    multirun = SWEEP.multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     out = str(cfg.paths.output_dir)
     if SWEEP.interrupted is not None:  # an earlier job of this sweep was stopped by a signal
         SWEEP.not_started.append(out)
@@ -191,7 +191,7 @@ def main() -> None:
     global SWEEP
     SWEEP = SweepOutcome()
     task()
-    if SWEEP.not_started or len(SWEEP.finished) + len(SWEEP.failed) + len(SWEEP.skipped) > 1:
+    if SWEEP.multirun:
         for line in SWEEP.report():  # a multirun's end: what to do about the runs that did not finish
             print(line, file=sys.stderr)
     if SWEEP.interrupted is not None:

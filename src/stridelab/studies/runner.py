@@ -166,11 +166,15 @@ def study_root(name: str) -> Path:
     return root / "logs" / "studies" / name
 
 
-def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run: bool = False) -> Path:
-    """Run every grid of study ``name`` (skipping finished configs), aggregate, print the summary."""
+def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run: bool = False) -> int:
+    """Run every grid of study ``name`` (skipping finished configs), aggregate, print the summary.
+    Returns the exit status as stridelab.train gives it: 0, 1 (some runs failed; the other grids
+    still ran) or 128 + N (a signal N stopped it: the grids after it did not start; what finished
+    is aggregated)."""
     study = load_study(name)
     root = Path(out) if out else study_root(study.name)
     print(f"stridelab: study '{study.name}': {study.question.splitlines()[0] if study.question else ''}")
+    status = 0
     for grid in study.grids:
         argv = grid_argv(grid, root / grid.name, list(extra), resume_dir=root)
         print(
@@ -180,9 +184,12 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
             n = check_grid(grid, list(extra))
             print(f"  {n} runs composed; each one's model built and its geometry checked")
             continue
-        _run_hydra(argv)
+        status = max(status, _run_hydra(argv))
+        if status >= 128:
+            print(f"stridelab: the study stopped in grid '{grid.name}'; run the same command again to finish it.")
+            break
     if dry_run:
-        return root
+        return 0
     from stridelab.studies.aggregate import aggregate, summary_for_console
 
     for grid in study.grids:
@@ -192,11 +199,12 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
     _add_study_header(study, root / "summary.md")
     print("\n" + summary_for_console(root))
     print(f"\nstridelab: study tables and plots in {root} (per grid: {', '.join(g.name for g in study.grids)})")
-    return root
+    return status
 
 
-def _run_hydra(argv: list[str]) -> None:
-    """stridelab.train's Hydra app in this process (imports and start-up are paid once per study)."""
+def _run_hydra(argv: list[str]) -> int:
+    """stridelab.train's Hydra app in this process (imports and start-up are paid once per study);
+    returns its exit status."""
     from hydra.core.global_hydra import GlobalHydra
 
     from stridelab import train
@@ -206,6 +214,9 @@ def _run_hydra(argv: list[str]) -> None:
     try:
         GlobalHydra.instance().clear()
         train.main()
+        return 0
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
     finally:
         sys.argv = saved
         GlobalHydra.instance().clear()

@@ -122,6 +122,7 @@ class SweepOutcome:
         self.not_started: list[str] = []  # after a stop signal
         self.interrupted: RunInterrupted | None = None
         self.status = 0
+        self.multirun = False
 
     def report(self) -> list[str]:
         """What a stopped or partly failed sweep tells the user at its end."""
