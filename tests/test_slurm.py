@@ -31,6 +31,7 @@ UP_STATES = {"idle", "mix", "mixed", "alloc", "allocated", "comp", "completing"}
 
 TINY = ["experiment=smoke", "data.limit_train=128", "data.val_size=64", "data.limit_test=64", "logger=csv"]
 NO_SUITE = "metrics.skip=[shift,crop,border,coverage,cost]"
+STATUS = "squeue, sinfo -R and scripts/slurm-cluster status tell more"
 SACCT_NOISE = ("Bypassing sacct error", "accounting storage is disabled")
 
 
@@ -80,6 +81,16 @@ def slurm_cluster():
             f"no SLURM cluster to test launcher=slurm against: {problem}. Start the single-node test cluster "
             f"with `{SCRIPT.relative_to(ROOT)}` (as root; installs SLURM with apt when missing), then run again."
         )
+    # A cluster that looks up may still run nothing (slurmd died: the node shows idle for a while).
+    name = "stridelab-test-preflight"
+    probe = ["srun", "-p", PARTITION, "-N1", "-n1", "-t", "1", "-J", name, "true"]
+    try:
+        proc = subprocess.run(probe, capture_output=True, text=True, timeout=90, check=False)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["scancel", "-n", name], capture_output=True, check=False)
+        pytest.fail(f"the SLURM cluster is up but did not run `{' '.join(probe)}` within 90 s ({STATUS})")
+    if proc.returncode != 0:
+        pytest.fail(f"the SLURM cluster is up but `{' '.join(probe)}` failed: {proc.stderr.strip()} ({STATUS})")
 
 
 def _metrics(root: Path) -> dict[Path, dict]:
