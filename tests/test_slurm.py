@@ -98,10 +98,13 @@ def _metrics(root: Path) -> dict[Path, dict]:
 
 
 def _jobs(sweep: Path) -> list[str]:
-    """The SLURM ids of a sweep's jobs (array tasks, ``<array>_<task>``), from submitit's folders."""
+    """The SLURM ids of a sweep's jobs, from submitit's folders: ``<job>`` for a sweep of one run,
+    ``<array>_<task>`` for the tasks of a job array (whose own folder ``<array>`` is left out)."""
     folder = sweep / ".submitit"
-    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
-    return sorted(n for n in names if re.fullmatch(r"\d+_\d+", n))
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    ids = {n for n in names if re.fullmatch(r"\d+(_\d+)?", n)}
+    arrays = {n.split("_")[0] for n in ids if "_" in n}
+    return sorted(ids - arrays)
 
 
 def _job_state(job: str) -> str:
