@@ -192,11 +192,23 @@ def test_a_two_run_study_runs_as_slurm_jobs_and_aggregates(slurm_cluster, tmp_pa
     print(f"2-run study through SLURM: {elapsed:.0f} s")
 
 
-def test_a_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
-    """``scontrol requeue`` (what preemption in REQUEUE mode does) mid-run: SLURM stops the job
-    (SIGTERM, then SIGKILL after KillWait) and starts it again; the run continues from its last
-    checkpoint, not from epoch 0, and the launcher waits for the second attempt."""
-    epochs = 8
+# Two ways SLURM stops a job mid-run and starts it again:
+# - "requeue": `scontrol requeue`, what preemption in REQUEUE mode does. SLURM sends the job SIGTERM
+#   (SIGKILL after KillWait): the run saves a checkpoint and stops, and SLURM requeues the job.
+# - "time-limit": the warning that `#SBATCH --signal=USR2@<signal_delay_s>` asks for before the time
+#   limit, sent now as SLURM would send it (a real time limit takes minutes to reach). submitit's handler
+#   requeues the job itself (`scontrol requeue`, at most max_num_timeout times) and exits.
+STOPS = {
+    "requeue": ["scontrol", "requeue"],
+    "time-limit": ["scancel", "--signal=USR2"],
+}
+
+
+@pytest.mark.parametrize("stop", sorted(STOPS))
+def test_a_job_stopped_mid_run_is_requeued_and_resumes_from_its_checkpoint(slurm_cluster, tmp_path, stop):
+    """The run continues from its last checkpoint, not from epoch 0, and the launcher waits for the
+    job's second start."""
+    epochs = 5
     sweep, log = tmp_path / "sweep", tmp_path / "launcher.log"
     args = [
         "-m",
@@ -226,16 +238,16 @@ def test_a_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
             time.sleep(0.2)
         (job,) = _jobs(sweep)
         run_dir = ckpt.parent.parent
-        requeue = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False)
-        assert requeue.returncode == 0, f"scontrol requeue {job}: {requeue.stderr}"
+        sent = subprocess.run([*STOPS[stop], job], capture_output=True, text=True, check=False)
+        assert sent.returncode == 0, f"{' '.join(STOPS[stop])} {job}: {sent.stderr}"
         assert json.loads((run_dir / "metrics.json").read_text())["status"] != "ok", (
-            f"the run finished before it could be requeued; make it longer\n{_diagnose(sweep, log)}"
+            f"the run finished before it could be stopped; make it longer\n{_diagnose(sweep, log)}"
         )
         # SLURM holds a requeued job back for two minutes (its BeginTime); the test lets it start now.
         deadline = time.monotonic() + 120
         while not _start_now(job):
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"job {job} was not pending again after the requeue\n{_diagnose(sweep, log)}")
+                pytest.fail(f"job {job} was not pending again after the {stop}\n{_diagnose(sweep, log)}")
             time.sleep(0.5)
         rc = _wait(proc, 600, sweep, log)
     finally:
@@ -246,13 +258,16 @@ def test_a_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
     elapsed = time.monotonic() - t0
     assert rc == 0, _diagnose(sweep, log)
 
-    # SLURM ran the job twice (submitit's log is appended to), and the second attempt resumed.
+    # SLURM started the job twice (submitit's log is appended to), and the second start resumed.
     started = (sweep / ".submitit" / job / f"{job}_0_log.out").read_text()
     assert started.count(f"Starting with JobEnvironment(job_id={job},") == 2, _diagnose(sweep, log)
+    if stop == "time-limit":  # the job asked SLURM for the warning, and submitit requeued it
+        assert "#SBATCH --signal=USR2@120" in (sweep / ".submitit" / job / f"{job}_submission.sh").read_text()
+        assert f"Requeued job {job}" in started, _diagnose(sweep, log)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok", _diagnose(sweep, log)
     assert metrics["resume/count"] == 1 and 1 <= metrics["resume/epoch"] < epochs, metrics
     assert metrics["train/epochs"] == epochs
     assert not ckpt.exists(), "a finished run's checkpoint is removed (checkpoint.keep=false)"
     assert (sweep / "results.csv").is_file() and (sweep / "summary.md").is_file()
-    print(f"requeued run through SLURM: {elapsed:.0f} s, resumed after epoch {metrics['resume/epoch']}")
+    print(f"{stop}: a run stopped and resumed through SLURM in {elapsed:.0f} s, after epoch {metrics['resume/epoch']}")
