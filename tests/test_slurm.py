@@ -1,6 +1,6 @@
 """``launcher=slurm`` against a real SLURM cluster: the single-node one ``scripts/slurm-cluster`` starts.
 
-Not part of ``make test`` (marker ``slurm``; each test takes a minute or more). ``.ci/run`` starts the
+Not part of ``make test`` (marker ``slurm``; about two minutes together). ``.ci/run`` starts the
 cluster and runs them after ``make test``. Locally, as root (or with passwordless sudo):
 
     scripts/slurm-cluster && .venv/bin/python -m pytest -q -m slurm tests/test_slurm.py
