@@ -32,10 +32,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-test: install ## lint and format check (ruff), then the test suite (CPU, offline, a few minutes)
+test: install ## lint and format check (ruff), then the test suite (CPU, offline, a few minutes; not the SLURM tests)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slurm"
 
 format: install ## format the code and fix what the linter can (ruff)
 	$(BIN)/ruff format .

@@ -160,6 +160,10 @@ def task(cfg: DictConfig):
         return None
     except RunInterrupted as err:
         print(f"\nstridelab: {err.reason()}", file=sys.stderr)
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            # A SLURM job of launcher=slurm: it ends without a result, so the launcher keeps waiting for it.
+            # SLURM starts a preempted or requeued job again, and the run resumes; a cancelled one is failed.
+            sys.exit(err.exit_status)
         SWEEP.interrupted = err
         return None
     except StridelabError as err:
