@@ -6,8 +6,15 @@ data set before torch and Lightning are imported.
 
 import importlib
 
-_EXPORTS = ("DATA_REGISTRY", "Cifar10DataModule", "DeviceBatches", "DeviceDataModule", "RedGreenDataModule",
-            "Shapes10DataModule", "Splits")
+_EXPORTS = (
+    "DATA_REGISTRY",
+    "Cifar10DataModule",
+    "DeviceBatches",
+    "DeviceDataModule",
+    "RedGreenDataModule",
+    "Shapes10DataModule",
+    "Splits",
+)
 
 __all__ = list(_EXPORTS)
 

@@ -26,7 +26,7 @@ def pad_images(x: torch.Tensor, pad: int, fill: str, fill_color: torch.Tensor | 
     b, c, h, w = x.shape
     color = torch.as_tensor(fill_color, device=x.device).to(x.dtype).view(1, c, 1, 1)
     out = color.expand(b, c, h + 2 * pad, w + 2 * pad).clone()
-    out[:, :, pad:pad + h, pad:pad + w] = x
+    out[:, :, pad : pad + h, pad : pad + w] = x
     return out
 
 
@@ -73,8 +73,16 @@ class BatchTransform:
     mean colour rounded to the nearest of the 256 uint8 levels.
     """
 
-    def __init__(self, mean, std, normalize: bool = True, flip: bool = False, crop_padding: int = 0,
-                 crop_fill: str = "zeros", channels_last: bool = True) -> None:
+    def __init__(
+        self,
+        mean,
+        std,
+        normalize: bool = True,
+        flip: bool = False,
+        crop_padding: int = 0,
+        crop_fill: str = "zeros",
+        channels_last: bool = True,
+    ) -> None:
         choose("crop fill", crop_fill, CROP_FILLS)
         self.mean = torch.as_tensor(mean, dtype=torch.float32) * 255
         self.std = torch.as_tensor(std, dtype=torch.float32) * 255

@@ -73,26 +73,27 @@ def write_binary_batch(path: str | os.PathLike, images: np.ndarray, labels: np.n
     version (the inverse of :func:`read_binary_batch`); for generated stand-ins of CIFAR-10."""
     images, labels = np.asarray(images, np.uint8), np.asarray(labels)
     if images.shape[1:] != (3, 32, 32) or len(images) != len(labels) or labels.min() < 0 or labels.max() > 9:
-        raise ValueError(f"need N x 3 x 32 x 32 uint8 images and N labels in 0-9 (got {images.shape}, "
-                         f"{labels.shape})")
+        raise ValueError(f"need N x 3 x 32 x 32 uint8 images and N labels in 0-9 (got {images.shape}, {labels.shape})")
     records = np.concatenate([labels.astype(np.uint8)[:, None], images.reshape(len(images), -1)], axis=1)
     Path(path).write_bytes(records.tobytes())
 
 
-def write_generated(root: str | os.PathLike, train_size: int = 50000, test_size: int = 10000,
-                    seed: int = 0) -> Path:
+def write_generated(root: str | os.PathLike, train_size: int = 50000, test_size: int = 10000, seed: int = 0) -> Path:
     """A stand-in of CIFAR-10 with its shapes and file layout (random images and labels) under
     ``root``, readable by :func:`load_cifar10`; sizes split over the usual 5 + 1 files."""
     rng = np.random.default_rng(seed)
     directory = Path(root) / BIN_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / GENERATED_MARK).write_text("A generated stand-in of CIFAR-10 (random images, any number of records "
-                                            "per file; stridelab.data.cifar10.write_generated), not the real data.\n")
+    (directory / GENERATED_MARK).write_text(
+        "A generated stand-in of CIFAR-10 (random images, any number of records "
+        "per file; stridelab.data.cifar10.write_generated), not the real data.\n"
+    )
     for names, total in ((TRAIN_FILES, train_size), (TEST_FILES, test_size)):
         for i, name in enumerate(names):
             n = total // len(names) + (i < total % len(names))
-            write_binary_batch(directory / name, rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
-                               rng.integers(0, 10, n))
+            write_binary_batch(
+                directory / name, rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n)
+            )
     return directory
 
 
@@ -132,9 +133,13 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickler for the CIFAR python files: numpy arrays and builtins, nothing executable."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),  # protocol-2 bytes
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # protocol-2 bytes
     }
 
     def find_class(self, module, name):
@@ -156,8 +161,10 @@ def read_python_version(directory: Path, checksums: dict[str, str] = PY_MD5):
     for name, expected in checksums.items():
         f = directory / name
         if not f.is_file():
-            raise DataError(f"{directory} lacks {name}: the python-format copy of CIFAR-10 is incomplete. "
-                            f"Delete it, or place the binary version in {directory.parent / BIN_DIR}.")
+            raise DataError(
+                f"{directory} lacks {name}: the python-format copy of CIFAR-10 is incomplete. "
+                f"Delete it, or place the binary version in {directory.parent / BIN_DIR}."
+            )
         got = md5(f)
         if got != expected:
             raise DataError(

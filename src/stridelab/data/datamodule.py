@@ -44,9 +44,18 @@ class DeviceBatches:
     that is how a checkpoint taken mid-epoch continues with the same batches.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, transform,
-                 shuffle: bool = False, drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                 defer_transform: bool = False) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        transform,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        defer_transform: bool = False,
+    ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.transform = int(batch_size), transform
         self.shuffle, self.drop_last, self.defer_transform = shuffle, drop_last, defer_transform
@@ -89,7 +98,7 @@ class DeviceBatches:
         if order is None and self.world_size > 1:
             order = torch.arange(n, device=device)
         if order is not None and self.world_size > 1:
-            order = order[self.rank::self.world_size][: self._local_count()]
+            order = order[self.rank :: self.world_size][: self._local_count()]
         local = self._local_count()
         for i in range(start, len(self)):
             sl = slice(i * bs, min(local, (i + 1) * bs))
@@ -145,18 +154,33 @@ class DeviceDataModule(L.LightningDataModule):
     in_chans = 3
     image_size = 32
 
-    def __init__(self, batch_size: int = 256, eval_batch_size: int = 1024, val_size: int = 5000,
-                 limit_train: int | None = None, limit_test: int | None = None, augment: bool = True,
-                 flip: bool = True, crop_padding: int = 4, crop_fill: str = "zeros", normalize: bool = True,
-                 mean=None, std=None, split_seed: int = 0, channels_last: bool = True) -> None:
+    def __init__(
+        self,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        val_size: int = 5000,
+        limit_train: int | None = None,
+        limit_test: int | None = None,
+        augment: bool = True,
+        flip: bool = True,
+        crop_padding: int = 4,
+        crop_fill: str = "zeros",
+        normalize: bool = True,
+        mean=None,
+        std=None,
+        split_seed: int = 0,
+        channels_last: bool = True,
+    ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
-            raise ConfigError(f"data.batch_size and data.eval_batch_size must be >= 1 (got {batch_size}, "
-                              f"{eval_batch_size}).")
+            raise ConfigError(
+                f"data.batch_size and data.eval_batch_size must be >= 1 (got {batch_size}, {eval_batch_size})."
+            )
         for knob, limit in (("limit_train", limit_train), ("limit_test", limit_test)):
             if limit is not None and int(limit) < 1:  # 0 used to mean "all": a smoke run became a full run
-                raise ConfigError(f"data.{knob}={limit} is not valid: give N >= 1 (the first N images), or null "
-                                  "for all of them.")
+                raise ConfigError(
+                    f"data.{knob}={limit} is not valid: give N >= 1 (the first N images), or null for all of them."
+                )
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.val_size, self.split_seed = int(val_size or 0), split_seed
         self.limit_train, self.limit_test = limit_train, limit_test
@@ -195,26 +219,33 @@ class DeviceDataModule(L.LightningDataModule):
         x, y = s.train
         if s.val is None and self.val_size:
             if self.val_size >= len(y):
-                raise ConfigError(f"data.val_size={self.val_size} leaves no training images: {self.name} has "
-                                  f"{len(y)} in its train split. Use a smaller data.val_size (0 for none).")
+                raise ConfigError(
+                    f"data.val_size={self.val_size} leaves no training images: {self.name} has "
+                    f"{len(y)} in its train split. Use a smaller data.val_size (0 for none)."
+                )
             perm = np.random.default_rng(self.split_seed).permutation(len(y))
             s.val = (x[perm[: self.val_size]], y[perm[: self.val_size]])
-            x, y = x[perm[self.val_size:]], y[perm[self.val_size:]]
+            x, y = x[perm[self.val_size :]], y[perm[self.val_size :]]
         if self.limit_train is not None:
             x, y = x[: self.limit_train], y[: self.limit_train]
         if self.limit_test is not None:
             s.tests = {k: (v[0][: self.limit_test], v[1][: self.limit_test]) for k, v in s.tests.items()}
         if len(y) < self.batch_size:
-            raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {len(y)} training images "
-                              f"of {self.name}: every training batch would be dropped. Lower data.batch_size "
-                              "or raise data.limit_train.")
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the {len(y)} training images "
+                f"of {self.name}: every training batch would be dropped. Lower data.batch_size "
+                "or raise data.limit_train."
+            )
         s.train = (x, y)
         if self.mean is None or self.std is None:
             mean, std = channel_stats(x)
             self.mean = self.mean if self.mean is not None else mean
             self.std = self.std if self.std is not None else std
-        s.info.update(train_size=len(y), val_size=0 if s.val is None else len(s.val[1]),
-                      **{f"{k}_size": len(v[1]) for k, v in s.tests.items()})
+        s.info.update(
+            train_size=len(y),
+            val_size=0 if s.val is None else len(s.val[1]),
+            **{f"{k}_size": len(v[1]) for k, v in s.tests.items()},
+        )
         self.splits = s
         return s
 
@@ -238,16 +269,20 @@ class DeviceDataModule(L.LightningDataModule):
             "tests": {k: put(v) for k, v in s.tests.items()},
         }
         common = dict(mean=self.mean, std=self.std, normalize=self.normalize, channels_last=self.channels_last)
-        self.train_transform = BatchTransform(flip=self.augment and self.flip,
-                                              crop_padding=self.crop_padding if self.augment else 0,
-                                              crop_fill=self.crop_fill, **common).to(device)
+        self.train_transform = BatchTransform(
+            flip=self.augment and self.flip,
+            crop_padding=self.crop_padding if self.augment else 0,
+            crop_fill=self.crop_fill,
+            **common,
+        ).to(device)
         self.eval_transform = self.eval_transform_on(device)
 
     def eval_transform_on(self, device) -> BatchTransform:
         """The evaluation transform (normalise, no augmentation) on ``device``."""
         self.load()
-        return BatchTransform(mean=self.mean, std=self.std, normalize=self.normalize,
-                              channels_last=self.channels_last).to(device)
+        return BatchTransform(
+            mean=self.mean, std=self.std, normalize=self.normalize, channels_last=self.channels_last
+        ).to(device)
 
     def model_inputs(self, images: np.ndarray, device="cpu") -> torch.Tensor:
         """uint8 NCHW images (numpy) -> the float batch the model sees at evaluation, on ``device``."""
@@ -260,8 +295,16 @@ class DeviceDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         x, y = self._device_data["train"]
-        self.train_batches = DeviceBatches(x, y, self.batch_size, self.train_transform, shuffle=True, drop_last=True,
-                                           defer_transform=True, **self._shard())
+        self.train_batches = DeviceBatches(
+            x,
+            y,
+            self.batch_size,
+            self.train_transform,
+            shuffle=True,
+            drop_last=True,
+            defer_transform=True,
+            **self._shard(),
+        )
         if self._train_resume is not None:  # a checkpoint taken mid-epoch: the same order, the next batch
             self.train_batches.resume_at(*self._train_resume)
             self._train_resume = None
@@ -287,8 +330,10 @@ class DeviceDataModule(L.LightningDataModule):
         return DeviceBatches(x, y, self.eval_batch_size, self.eval_transform, **self._shard())
 
     def test_dataloader(self):
-        return [DeviceBatches(x, y, self.eval_batch_size, self.eval_transform, **self._shard())
-                for x, y in self._device_data["tests"].values()]
+        return [
+            DeviceBatches(x, y, self.eval_batch_size, self.eval_transform, **self._shard())
+            for x, y in self._device_data["tests"].values()
+        ]
 
 
 @DATA_REGISTRY.register()
@@ -307,8 +352,11 @@ class Cifar10DataModule(DeviceDataModule):
         files = sorted(directory.glob("*.bin")) if directory.is_dir() else []
         if not files:
             return None  # missing (to download) or the python version: read as usual
-        return ("cifar10", str(directory.resolve()), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                                                          for f in files))
+        return (
+            "cifar10",
+            str(directory.resolve()),
+            tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files),
+        )
 
     def read(self) -> Splits:
         train, test = cifar10.load_cifar10(self.root, download_if_missing=self.download)
@@ -322,8 +370,9 @@ class GeneratedDataModule(DeviceDataModule):
     TEST_SEED_OFFSET = 1_000_003
     default_sizes = (10000, 2000)
 
-    def __init__(self, train_size: int | None = None, test_size: int | None = None, data_seed: int = 0,
-                 **kwargs) -> None:
+    def __init__(
+        self, train_size: int | None = None, test_size: int | None = None, data_seed: int = 0, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.train_size = int(train_size if train_size is not None else self.default_sizes[0])
         self.test_size = int(test_size if test_size is not None else self.default_sizes[1])

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SHAPES10_CLASSES = ("square", "disk", "triangle", "ring", "frame", "plus", "cross",
-                    "hstripes", "vstripes", "checker")
+SHAPES10_CLASSES = ("square", "disk", "triangle", "ring", "frame", "plus", "cross", "hstripes", "vstripes", "checker")
 REDGREEN_CLASSES = ("red-green", "green-red")
 
 
@@ -54,29 +53,30 @@ def _shape_mask(c: int, dy: np.ndarray, dx: np.ndarray, r: np.ndarray, phase: np
     in_box = cheb <= r
     if c in (1, 3):
         dist = np.sqrt(dx**2 + dy**2)
-        return (dist <= r) if c == 1 else (dist <= r) & (dist >= r - 2.5)      # disk, ring
+        return (dist <= r) if c == 1 else (dist <= r) & (dist >= r - 2.5)  # disk, ring
     yi = np.rint(dy + 1e6).astype(np.int64)  # integer row/column parity, shift-proof
     xi = np.rint(dx + 1e6).astype(np.int64)
     return {
-        0: lambda: in_box,                                                       # square
-        2: lambda: (ady <= r) & (adx <= (dy + r) / 2),                           # triangle, apex up
-        4: lambda: in_box & (cheb >= r - 2),                                     # frame (hollow square)
-        5: lambda: ((adx <= 1.5) & (ady <= r)) | ((ady <= 1.5) & (adx <= r)),    # plus
-        6: lambda: (np.abs(adx - ady) <= 1.5) & in_box,                          # cross (X)
-        7: lambda: in_box & ((yi + phase) % 2 == 0),                             # horizontal stripes, period 2
-        8: lambda: in_box & ((xi + phase) % 2 == 0),                             # vertical stripes, period 2
-        9: lambda: in_box & ((xi + yi + phase) % 2 == 0),                        # checkerboard, period 2
+        0: lambda: in_box,  # square
+        2: lambda: (ady <= r) & (adx <= (dy + r) / 2),  # triangle, apex up
+        4: lambda: in_box & (cheb >= r - 2),  # frame (hollow square)
+        5: lambda: ((adx <= 1.5) & (ady <= r)) | ((ady <= 1.5) & (adx <= r)),  # plus
+        6: lambda: (np.abs(adx - ady) <= 1.5) & in_box,  # cross (X)
+        7: lambda: in_box & ((yi + phase) % 2 == 0),  # horizontal stripes, period 2
+        8: lambda: in_box & ((xi + phase) % 2 == 0),  # vertical stripes, period 2
+        9: lambda: in_box & ((xi + yi + phase) % 2 == 0),  # checkerboard, period 2
     }[c]()
 
 
-def make_redgreen(n: int, seed: int, size: int = 32, box: int = 4, rows: tuple[int, int] = (7, 23),
-                  shift: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_redgreen(
+    n: int, seed: int, size: int = 32, box: int = 4, rows: tuple[int, int] = (7, 23), shift: int = 16
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns ``(images, labels, dissimilar_images)``: the dissimilar set moves each image's boxes
     ``shift`` rows (class 0 down, class 1 up), labels unchanged."""
     rng = np.random.default_rng(seed)
     labels = (np.arange(n) % 2).astype(np.int64)
-    span = size - box                                  # last top-left column/row a box can take
-    jitter = span // 6                                 # rows jitter by -jitter .. jitter-1
+    span = size - box  # last top-left column/row a box can take
+    jitter = span // 6  # rows jitter by -jitter .. jitter-1
     x_left = rng.integers(0, span // 2 - box, n)
     x_right = x_left + box + 1 + (rng.random(n) * (span - x_left - box - 1)).astype(np.int64)
     row = np.asarray(rows)[labels]
