@@ -59,3 +59,26 @@ def compose():
 def run_cli():
     """``run_cli(args, cwd, timeout=240)``: ``python -m stridelab.train ARGS`` in a fresh process."""
     return _run_cli
+
+
+@pytest.fixture
+def run_main(monkeypatch, tmp_path):
+    """``run_main(args)``: ``python -m stridelab.train ARGS`` in this process (as a study runs it, and
+    seconds faster than a subprocess), with ``STRIDELAB_ROOT`` at tmp_path; returns the exit status."""
+
+    def call(args: list[str]) -> int:
+        from hydra.core.global_hydra import GlobalHydra
+
+        from stridelab import train
+
+        monkeypatch.setenv("STRIDELAB_ROOT", str(tmp_path))
+        monkeypatch.setattr(sys, "argv", ["stridelab.train", *args])
+        GlobalHydra.instance().clear()
+        try:
+            with pytest.raises(SystemExit) as stop:
+                train.main()
+        finally:
+            GlobalHydra.instance().clear()
+        return stop.value.code
+
+    return call

@@ -79,6 +79,7 @@ def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_equals_the_whole_one
     assert resumed["resume/epoch"] == 1  # whole epochs done; it resumed inside the second
     assert _figures(resumed) == _figures(uninterrupted)
     assert not checkpoint_path(out).exists()  # a finished run's checkpoints are removed
+    assert (out / "csv" / "metrics.before_resume_1.csv").is_file()  # the rows logged before the stop
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGUSR1])

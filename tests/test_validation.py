@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -142,33 +141,16 @@ def test_a_key_of_another_option_lists_the_keys_there_are(tmp_path, compose):
     assert "The keys under optimizer are: lr, weight_decay" in message and "Did you mean" not in message
 
 
-def run_main(argv, monkeypatch):
-    """``python -m stridelab.train ARGV`` in this process (as a study runs it)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from stridelab import train
-
-    monkeypatch.setattr(sys, "argv", ["stridelab.train", *argv])
-    GlobalHydra.instance().clear()
-    try:
-        with pytest.raises(SystemExit) as stop:
-            train.main()
-    finally:
-        GlobalHydra.instance().clear()
-    return stop.value.code
-
-
-def test_cli_typo_and_unwritable_folder_are_stridelab_errors(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("STRIDELAB_ROOT", str(tmp_path))
-    assert run_main(["trainer.max_epoch=1"], monkeypatch) == 2
+def test_cli_typo_and_unwritable_folder_are_stridelab_errors(run_main, capsys):
+    assert run_main(["trainer.max_epoch=1"]) == 2
     err = capsys.readouterr().err
     assert "stridelab: error: trainer.max_epoch is not a key of the config. Did you mean trainer.max_epochs?" in err
     assert "Traceback" not in err and "HYDRA_FULL_ERROR" not in err
-    assert run_main(["hydra.run.dir=/proc/x/run"], monkeypatch) == 2
+    assert run_main(["hydra.run.dir=/proc/x/run"]) == 2
     err = capsys.readouterr().err
     assert "stridelab: error: Cannot create or write /proc/x" in err and "hydra.run.dir" in err
     assert "Traceback" not in err
-    assert run_main(["-m", "seed=0,1", "hydra.sweep.dir=/proc/x/sweep"], monkeypatch) == 2
+    assert run_main(["-m", "seed=0,1", "hydra.sweep.dir=/proc/x/sweep"]) == 2
     assert "stridelab: error: Cannot create or write /proc/x" in capsys.readouterr().err
 
 
@@ -176,9 +158,7 @@ def test_cli_typo_and_unwritable_folder_are_stridelab_errors(tmp_path, monkeypat
 @pytest.mark.parametrize(
     "args,expect",
     [
-        (["trainer.max_epoch=1"], "Did you mean trainer.max_epochs?"),
-        (["seed=abc"], "seed=abc is not valid"),
-        (["hydra.run.dir=/proc/x"], "Cannot create or write /proc/x"),
+        (["seed=abc"], "seed=abc is not valid"),  # the typo and the folder: in-process above
     ],
 )
 def test_cli_refuses_bad_input_at_once(args, expect, tmp_path, run_cli):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,3 +174,6 @@ def quiet_lightning() -> None:
         lg.propagate = True
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropTips())
+    # On a machine with SLURM installed, Lightning warns on every run that `srun` is not used; a run
+    # of launcher=slurm is started by sbatch (submitit) and a local run is meant to be local.
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")

@@ -160,26 +160,17 @@ def task(cfg: DictConfig):
         return None
     except RunInterrupted as err:
         print(f"\nstridelab: {err.reason()}", file=sys.stderr)
-        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-            # A SLURM job of launcher=slurm: it ends without a result, so the launcher keeps waiting for it.
-            # SLURM starts a preempted or requeued job again, and the run resumes; a cancelled one is failed.
-            sys.exit(err.exit_status)
-        SWEEP.interrupted = err
-        return None
+        return SWEEP.interrupt(err)  # under launcher=slurm: exits, so that SLURM's requeued job resumes
     except StridelabError as err:
         print(f"\nstridelab: error: {err}\n", file=sys.stderr)
         if os.environ.get("STRIDELAB_TRACEBACK"):
             traceback.print_exc()
-        SWEEP.failed.append(out)
-        SWEEP.status = max(SWEEP.status, 1 if multirun else 2)
-        return None
+        return SWEEP.fail(out)
     except Exception:
         if not multirun:
             raise
         log.error("run failed; recorded in metrics.json, the sweep goes on:\n%s", traceback.format_exc())
-        SWEEP.failed.append(out)
-        SWEEP.status = max(SWEEP.status, 1)
-        return None
+        return SWEEP.fail(out)
     SWEEP.finished.append(out)
     shown = {k: v for k, v in metrics.items() if k.endswith("/acc") or k == "test/loss"}
     print("stridelab: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
@@ -195,13 +186,7 @@ def main() -> None:
     global SWEEP
     SWEEP = SweepOutcome()
     task()
-    if SWEEP.multirun:
-        for line in SWEEP.report():  # a multirun's end: what to do about the runs that did not finish
-            print(line, file=sys.stderr)
-    if SWEEP.interrupted is not None:
-        sys.exit(SWEEP.interrupted.exit_status)
-    if SWEEP.status:
-        sys.exit(SWEEP.status)
+    sys.exit(SWEEP.end())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ exception, Ctrl-C) with its one-paragraph reason, and releases the lock.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -70,6 +71,7 @@ class RunGuard:
             )
             if self.resume_from is not None:
                 self.results.update({"resume/count": resumes + 1})
+                keep_csv_log(self.out, resumes + 1)
             if self.rank_zero:
                 atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
             self.results.write()
@@ -102,6 +104,14 @@ class RunGuard:
             end_distributed(self._env_before)
 
 
+def keep_csv_log(run_dir: Path, resume: int) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv when it starts: a resumed run keeps the
+    rows logged before it under another name (csv/metrics.before_resume_<n>.csv)."""
+    log_file = run_dir / "csv" / "metrics.csv"
+    if log_file.is_file():
+        os.replace(log_file, log_file.with_name(f"metrics.before_resume_{resume}.csv"))
+
+
 def finished_here(run_dir: Path, config_hash: str) -> bool:
     try:
         before = read_metrics(run_dir / METRICS_FILE)
@@ -123,6 +133,24 @@ class SweepOutcome:
         self.interrupted: RunInterrupted | None = None
         self.status = 0
         self.multirun = False
+
+    def fail(self, run_dir: str) -> None:
+        self.failed.append(run_dir)
+        self.status = max(self.status, 1 if self.multirun else 2)
+
+    def interrupt(self, err: RunInterrupted) -> None:
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            # A SLURM job of launcher=slurm ends without a result, so the launcher keeps waiting for it:
+            # SLURM starts a preempted or requeued job again and its run resumes (a cancelled one is failed).
+            sys.exit(err.exit_status)
+        self.interrupted = err
+
+    def end(self) -> int:
+        """The exit status; a multirun's last lines say what to do about runs that did not finish."""
+        if self.multirun:
+            for line in self.report():
+                print(line, file=sys.stderr)
+        return self.interrupted.exit_status if self.interrupted is not None else self.status
 
     def report(self) -> list[str]:
         """What a stopped or partly failed sweep tells the user at its end."""
