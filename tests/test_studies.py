@@ -212,11 +212,11 @@ def test_ctrl_c_keeps_finished_runs_and_the_aggregate_computable(tmp_path):
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=120)
+    assert proc.wait(timeout=120) == 130  # 128 + SIGINT: the sweep did not finish
     runs = _metrics(sweep)  # every metrics.json is whole JSON (written atomically)
     finished = [m for m in runs.values() if m["status"] == "ok"]
     assert finished and len(finished) < 3
-    assert all(m["status"] in ("ok", "failed", "running") for m in runs.values())
+    assert all(m["status"] in ("ok", "interrupted") for m in runs.values())
     study = aggregate(sweep)
     assert sum(len(v) for v in study.variants.values()) == len(finished)
     assert (sweep / "summary.md").is_file()  # (re-running the grid resumes: see the tests above)

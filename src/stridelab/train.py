@@ -23,7 +23,7 @@ from stridelab.config import CONFIG_DIR, config_hash, register_resolvers
 from stridelab.errors import RunInterrupted, StridelabError
 from stridelab.files import atomic_path
 from stridelab.metrics.tensorboard import log_tensorboard
-from stridelab.training.checkpoint import fit_kwargs, remove_checkpoints
+from stridelab.training.checkpoint import StopSignals, fit_kwargs, remove_checkpoints
 from stridelab.training.ddp import is_rank_zero, workers_join_this_job
 from stridelab.training.lifecycle import RunFinished, RunGuard, SweepOutcome
 from stridelab.training.lock import RunLocked
@@ -185,7 +185,11 @@ def main() -> None:
     """``python -m stridelab.train``: the Hydra app, then the exit status of what its runs did."""
     global SWEEP
     SWEEP = SweepOutcome()
-    task()
+    try:  # a signal between runs: the job in progress ends, no other starts (and joblib's workers stop)
+        with StopSignals(None, on_first=SWEEP.stop_later):
+            task()
+    except RunInterrupted as err:  # a second signal
+        SWEEP.interrupted = err
     sys.exit(SWEEP.end())
 
 

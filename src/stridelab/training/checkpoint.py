@@ -201,12 +201,13 @@ def fit_kwargs(trainer: L.Trainer, ckpt: Path | None) -> dict:
 
 class StopSignals:
     """Installs handlers for SIGTERM, SIGINT and SIGUSR1 for the duration of a ``with`` block (main
-    thread only; elsewhere it does nothing). While ``checkpoint`` is fitting, the first signal asks it
-    to stop after the current step; otherwise, or on a second signal, :class:`RunInterrupted` is
-    raised at once. ``received``: the first signal's name."""
+    thread only; elsewhere it does nothing). The first signal: while ``checkpoint`` is fitting, it
+    asks it to stop after the current step; otherwise ``on_first(name)`` is called if given (a sweep
+    between its runs: finish the current job, start no other). Otherwise, and on a second signal,
+    :class:`RunInterrupted` is raised at once. ``received``: the first signal's name."""
 
-    def __init__(self, checkpoint: RunCheckpoint | None) -> None:
-        self.checkpoint = checkpoint
+    def __init__(self, checkpoint: RunCheckpoint | None, on_first=None) -> None:
+        self.checkpoint, self.on_first = checkpoint, on_first
         self.received: str | None = None
         self._previous: dict = {}
 
@@ -216,6 +217,9 @@ class StopSignals:
         self.received = self.received or name
         if first and self.checkpoint is not None and self.checkpoint.fitting:
             self.checkpoint.stop_signal = name
+            return
+        if first and self.on_first is not None:
+            self.on_first(name)
             return
         raise RunInterrupted(name, existing(self.checkpoint))
 
@@ -231,3 +235,16 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
+
+
+def forward_to_children(name: str) -> None:
+    """Send signal ``name`` to this process's children (Linux: read from /proc): the worker processes
+    of ``launcher=joblib``, whose runs then checkpoint and stop as a run in this process would."""
+    me, sig = os.getpid(), getattr(signal, name)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == me:  # fields: state, ppid, ...
+                os.kill(int(stat.parent.name), sig)
+        except (OSError, IndexError, ValueError):
+            continue

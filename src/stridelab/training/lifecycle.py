@@ -25,6 +25,7 @@ from stridelab.training.checkpoint import (
     as_interruption,
     checkpoint_path,
     find_resume_point,
+    forward_to_children,
 )
 from stridelab.training.ddp import ddp_environment, end_distributed, is_rank_zero
 from stridelab.training.lock import RunLock
@@ -131,6 +132,7 @@ class SweepOutcome:
         self.skipped: list[str] = []  # another process holds them
         self.not_started: list[str] = []  # after a stop signal
         self.interrupted: RunInterrupted | None = None
+        self.interrupted_run = False  # a run (not the gap between runs) was stopped
         self.status = 0
         self.multirun = False
 
@@ -143,7 +145,12 @@ class SweepOutcome:
             # A SLURM job of launcher=slurm ends without a result, so the launcher keeps waiting for it:
             # SLURM starts a preempted or requeued job again and its run resumes (a cancelled one is failed).
             sys.exit(err.exit_status)
-        self.interrupted = err
+        self.interrupted, self.interrupted_run = err, True
+
+    def stop_later(self, name: str) -> None:
+        """A signal outside a run: the sweep starts no other run; its worker processes are told."""
+        self.interrupted = self.interrupted or RunInterrupted(name, None)
+        forward_to_children(name)
 
     def end(self) -> int:
         """The exit status; a multirun's last lines say what to do about runs that did not finish."""
@@ -156,7 +163,8 @@ class SweepOutcome:
         """What a stopped or partly failed sweep tells the user at its end."""
         lines = []
         if self.interrupted is not None:
-            counts = [f"{len(self.finished)} finished", "1 interrupted (it resumes from its checkpoint)"]
+            counts = [f"{len(self.finished)} finished"]
+            counts += ["1 interrupted (it resumes from its checkpoint)"] if self.interrupted_run else []
             counts += [f"{len(self.not_started)} not started"] if self.not_started else []
             lines.append(
                 f"stridelab: stopped by {self.interrupted.signame}: {', '.join(counts)}. Run the same command "
