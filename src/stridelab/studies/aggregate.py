@@ -22,6 +22,7 @@ from pathlib import Path
 from stridelab.config import NON_IDENTITY_KEYS, VARIANT_FIELDS
 from stridelab.errors import DataError
 from stridelab.files import atomic_write_bytes, atomic_write_text
+from stridelab.studies.compare import Comparison, compare, default_baseline
 from stridelab.studies.labels import CONFIG_PREFIX, label
 from stridelab.studies.stats import describe
 from stridelab.training.results import METRICS_FILE
@@ -51,6 +52,32 @@ HEADLINE = (
     ("cost/train_images_per_s", "train img/s"),
     ("cost/flops_per_image", "FLOPs/img"),
 )
+
+
+COMPARISON_FIELDS = ("mean", "lo", "hi", "boot_lo", "boot_hi")
+# Headline figures fixed by the architecture alone (the same in every seed): no verdict to draw.
+NOT_COMPARED = ("coverage/interior_ratio", "cost/flops_per_image")
+# Figures in [0, 1] whose differences read as percentage points.
+FRACTIONS = ("test/acc", "shift/circular_consistency", "crop/consistency", "position/dissimilar_acc")
+
+
+def sweep_order(root: Path) -> dict:
+    """The first value of every swept key, as the sweeps under ``root`` list them (their
+    ``multirun.yaml``): the default baseline of each factor (``downsample=conv,blurpool`` -> conv)."""
+    first: dict = {}
+    for path in sorted(root.glob("multirun.yaml")) + sorted(root.glob("*/multirun.yaml")):
+        try:
+            from omegaconf import OmegaConf
+
+            task = OmegaConf.load(path).hydra.overrides.task
+        except Exception:
+            continue
+        for override in task:
+            key, _, values = str(override).partition("=")
+            if "," in values and not values.startswith(("[", "{")) and key not in ("seed",):
+                column = key if key in VARIANT_FIELDS else f"{CONFIG_PREFIX}{key}"
+                first.setdefault(column, values.split(",")[0])
+    return first
 
 
 @dataclass
@@ -181,6 +208,8 @@ class Aggregate:
     metric_keys: list[str]
     variants: "OrderedDict[tuple, list[Run]]"  # variant values -> finished runs
     failed: list[Run]
+    baseline: dict = field(default_factory=dict)  # variant column -> its baseline value
+    comparisons: list[Comparison] = field(default_factory=list)  # every factor contrast (compare.py)
 
     def summary_rows(self) -> list[dict]:
         rows = []
@@ -192,11 +221,19 @@ class Aggregate:
                 d = describe([r.metrics.get(m) for r in runs if _is_number(r.metrics.get(m))])
                 if d["n"]:
                     row.update({f"{m}/mean": d["mean"], f"{m}/std": d["std"], f"{m}/ci95": d["ci95"]})
+            for c in (c for c in self.comparisons if c.variant == key):
+                f = label(c.factor)
+                row[f"vs_{f}"] = c.baseline[self.variant_cols.index(c.factor)]
+                for m, d in c.differences.items():
+                    row[f"{m}/vs_{f}/paired"] = d.paired
+                    row.update({f"{m}/vs_{f}/{k}": getattr(d, k) for k in COMPARISON_FIELDS})
             rows.append(row)
         return rows
 
 
-def analyse(root: str | os.PathLike) -> Aggregate:
+def analyse(root: str | os.PathLike, baseline: dict | None = None) -> Aggregate:
+    """``baseline``: factor -> value (a study file's ``baseline:``); unnamed factors take the first
+    value their sweep lists."""
     root = Path(root)
     runs = collect(root)
     if not runs:
@@ -218,7 +255,23 @@ def analyse(root: str | os.PathLike) -> Aggregate:
     variants: OrderedDict = OrderedDict()
     for r in sorted(done, key=lambda r: [str(_value(r, c)) for c in varying] + [str(r.metrics.get("seed"))]):
         variants.setdefault(tuple(_value(r, c) for c in varying), []).append(r)
-    return Aggregate(root, runs, varying, constant, metric_keys, variants, failed)
+    study = Aggregate(root, runs, varying, constant, metric_keys, variants, failed)
+    if varying and variants:
+        given = {
+            **sweep_order(root),
+            **{(c if c in VARIANT_FIELDS else f"{CONFIG_PREFIX}{c}"): v for c, v in (baseline or {}).items()},
+        }
+        study.baseline = default_baseline(varying, list(variants), given)
+        figures = {
+            key: {
+                m: {r.metrics.get("seed"): r.metrics.get(m) for r in rs if _is_number(r.metrics.get(m))}
+                for m in metric_keys
+            }
+            for key, rs in variants.items()
+        }
+        compared = [k for k, _ in HEADLINE if k in metric_keys and k not in NOT_COMPARED]
+        study.comparisons = compare(varying, figures, study.baseline, compared)
+    return study
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -254,7 +307,57 @@ def summary_csv(study: Aggregate) -> str:
     cols = [*[label(c) for c in study.variant_cols], "n_seeds", "seeds"]
     for m in study.metric_keys:
         cols += [f"{m}/mean", f"{m}/std", f"{m}/ci95"]
+    compared = [m for m, _ in HEADLINE if any(m in c.differences for c in study.comparisons)]
+    for factor in dict.fromkeys(c.factor for c in study.comparisons):
+        f = label(factor)
+        cols.append(f"vs_{f}")
+        for m in compared:
+            cols += [f"{m}/vs_{f}/paired", *(f"{m}/vs_{f}/{k}" for k in COMPARISON_FIELDS)]
     return _csv(study.summary_rows(), cols)
+
+
+def _signed(v: float, points: bool) -> str:
+    if not math.isfinite(v):
+        return "-"
+    return f"{100 * v:+.1f}" if points else ("+" if v >= 0 else "") + _fmt(v)
+
+
+def verdicts_md(study: Aggregate) -> list[str]:
+    """One plain-words row per comparison: each headline figure's mean difference and 95% intervals."""
+    if not study.comparisons:
+        return []
+    names = dict(HEADLINE)
+    base = ", ".join(f"{label(c)}={v}" for c, v in study.baseline.items())
+    lines = [
+        "## Verdicts",
+        "",
+        f"Each variant against the one that differs only in a factor set to its baseline ({base}): mean "
+        "difference over seeds, paired by seed, `[95% t interval]` and `(95% bootstrap interval)`; **bold**: "
+        "the t interval excludes 0. Accuracies and consistencies in percentage points (pts). With a few "
+        "seeds the bootstrap interval is narrow by construction (2 seeds: 3 distinct resamples): read the t one.",
+        "",
+        "| comparison | seeds | differences |",
+        "|---|---|---|",
+    ]
+    for c in study.comparisons:
+        i = study.variant_cols.index(c.factor)
+        others = [str(v) for j, v in enumerate(c.variant) if j != i]
+        title = f"{c.variant[i]} vs {c.baseline[i]}" + (f" ({', '.join(others)})" if others else "")
+        parts = []
+        for m, d in c.differences.items():
+            pts = m in FRACTIONS
+            text = f"{names.get(m, m)} {_signed(d.mean, pts)}{' pts' if pts else ''}"
+            if math.isfinite(d.lo):
+                t_int, boot = (
+                    (_signed(d.lo, pts), _signed(d.hi, pts)),
+                    (_signed(d.boot_lo, pts), _signed(d.boot_hi, pts)),
+                )
+                text += f" [{t_int[0]}, {t_int[1]}] ({boot[0]}, {boot[1]})"
+            parts.append(f"**{text}**" if d.excludes_zero else text)
+        n = next(iter(c.differences.values()))
+        seeds = f"{n.n} paired" if n.paired else f"{n.n}, unpaired (a seed missing on one side)"
+        lines.append(f"| {title} | {seeds} | {'; '.join(parts)} |")
+    return [*lines, ""]
 
 
 def _fmt(v: float) -> str:
@@ -303,6 +406,7 @@ def summary_md(study: Aggregate, plots: list[str] = ()) -> str:
             cells.append("-" if mean is None else _fmt(mean) + ("" if no_ci else f" ± {_fmt(ci)}"))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines += verdicts_md(study)
     if study.failed:
         lines += [
             "## Failed or unfinished runs (not in the means)",
@@ -335,9 +439,9 @@ def summary_md(study: Aggregate, plots: list[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def aggregate(root: str | os.PathLike, plots: bool = True) -> Aggregate:
+def aggregate(root: str | os.PathLike, plots: bool = True, baseline: dict | None = None) -> Aggregate:
     """Analyse ``root`` and write its tables (and plots) into it; returns the analysis."""
-    study = analyse(root)
+    study = analyse(root, baseline)
     root = Path(root)
     written = []
     if plots:

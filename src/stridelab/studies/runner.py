@@ -23,7 +23,7 @@ from stridelab.files import atomic_write_text
 from stridelab.validation import composition_error, validate_config
 
 STUDY_DIR = Path(os.environ.get("STRIDELAB_STUDY_DIR", CONFIG_DIR.parent / "experiments"))
-_KEYS = {"question", "reference", "grids", "notes"}
+_KEYS = {"question", "reference", "grids", "notes", "baseline"}
 
 
 @dataclass
@@ -40,6 +40,7 @@ class StudyFile:
     question: str
     grids: list[Grid]
     reference: dict = field(default_factory=dict)
+    baseline: dict = field(default_factory=dict)  # factor -> the value the verdicts compare against
 
 
 def available() -> list[str]:
@@ -80,7 +81,19 @@ def load_study(name: str) -> StudyFile:
                 {str(k): str(v) for k, v in (g.get("params") or {}).items()},
             )
         )
-    return StudyFile(path.stem, path, str(raw.get("question", "")).strip(), grids, raw.get("reference") or {})
+    baseline = raw.get("baseline") or {}
+    if not isinstance(baseline, dict):
+        raise ConfigError(
+            f"{path}: 'baseline' must map a swept key to its baseline value (e.g. baseline: {{downsample: conv}})."
+        )
+    return StudyFile(
+        path.stem,
+        path,
+        str(raw.get("question", "")).strip(),
+        grids,
+        raw.get("reference") or {},
+        {str(k): str(v) for k, v in baseline.items()},
+    )
 
 
 def _key(override: str) -> str:
@@ -194,8 +207,8 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
 
     for grid in study.grids:
         if (root / grid.name).is_dir():
-            aggregate(root / grid.name)
-    aggregate(root)
+            aggregate(root / grid.name, baseline=study.baseline)
+    aggregate(root, baseline=study.baseline)
     _add_study_header(study, root / "summary.md")
     print("\n" + summary_for_console(root))
     print(f"\nstridelab: study tables and plots in {root} (per grid: {', '.join(g.name for g in study.grids)})")

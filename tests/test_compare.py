@@ -1,0 +1,93 @@
+"""Paired comparisons against a baseline (issue 14): the statistics against hand computations."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from stridelab.studies import aggregate, describe
+from stridelab.studies.compare import compare, default_baseline, paired_difference
+
+A = {0: 0.70, 1: 0.80, 2: 0.90}  # seeds -> test accuracy: the seeds differ a lot ...
+B = {0: 0.72, 1: 0.821, 2: 0.919}  # ... the variant beats the baseline by 2 pts in every seed
+
+
+def test_paired_t_interval_by_hand_where_the_means_intervals_overlap():
+    d = paired_difference(B, A)
+    # differences 0.020, 0.021, 0.019: mean 0.020, sd 0.001, t(0.975, 2) = 4.303
+    half = 4.303 * 0.001 / math.sqrt(3)
+    assert d.paired and d.n == 3
+    assert d.mean == pytest.approx(0.02) and d.lo == pytest.approx(0.02 - half) and d.hi == pytest.approx(0.02 + half)
+    assert d.excludes_zero
+    assert 0.019 - 1e-12 <= d.boot_lo <= d.boot_hi <= 0.021 + 1e-12  # inside the differences' range
+    # Each mean's own interval (half-width about 0.25) overlaps the other's: only the pairing decides.
+    a, b = describe(list(A.values())), describe(list(B.values()))
+    assert a["mean"] + a["ci95"] > b["mean"] - b["ci95"]
+
+
+def test_no_difference_is_not_a_verdict_and_order_matters_for_the_sign():
+    d = paired_difference({0: 0.5, 1: 0.6, 2: 0.4}, {0: 0.55, 1: 0.5, 2: 0.45})  # differences -0.05, +0.1, -0.05
+    assert not d.excludes_zero and d.lo < 0 < d.hi
+    assert paired_difference(A, B).mean == pytest.approx(-0.02)
+
+
+def test_a_missing_seed_makes_it_unpaired_welch_by_hand():
+    x, y = {0: 1.0, 1: 2.0, 2: 3.0}, {0: 2.0, 2: 4.0}  # seed 1 missing on one side
+    d = paired_difference(x, y)
+    # means 2 and 3; variances 1 and 2: se^2 = 1/3 + 2/2; Welch df = (4/3)^2 / ((1/3)^2/2 + 1^2/1) = 1.68 -> 1
+    se = math.sqrt(1 / 3 + 1.0)
+    assert not d.paired and d.mean == pytest.approx(-1.0)
+    assert d.lo == pytest.approx(-1.0 - 12.706 * se) and d.hi == pytest.approx(-1.0 + 12.706 * se)
+
+
+def test_one_seed_gives_a_difference_without_an_interval():
+    d = paired_difference({0: 0.9}, {0: 0.8})
+    assert d.mean == pytest.approx(0.1) and math.isnan(d.lo) and not d.excludes_zero
+
+
+def test_factor_contrasts_of_a_two_by_two_grid():
+    cols = ["downsample", "padding"]
+    grid = {
+        (ds, pad): {
+            "test/acc": {s: 0.8 + 0.01 * (ds == "blurpool") + 0.02 * (pad == "circular") + 0.1 * s for s in (0, 1)}
+        }
+        for ds in ("conv", "blurpool")
+        for pad in ("zeros", "circular")
+    }
+    base = default_baseline(cols, list(grid), {"downsample": "conv"})
+    assert base == {"downsample": "conv", "padding": "zeros"}
+    found = {
+        (c.factor, c.variant, c.baseline): c.differences["test/acc"].mean
+        for c in compare(cols, grid, base, ["test/acc"])
+    }
+    assert found == pytest.approx(
+        {
+            ("downsample", ("blurpool", "zeros"), ("conv", "zeros")): 0.01,
+            ("downsample", ("blurpool", "circular"), ("conv", "circular")): 0.01,
+            ("padding", ("conv", "circular"), ("conv", "zeros")): 0.02,
+            ("padding", ("blurpool", "circular"), ("blurpool", "zeros")): 0.02,
+        }
+    )
+
+
+def test_the_aggregate_writes_verdicts_and_their_columns(tmp_path):
+    from tests.test_aggregate import write_run
+
+    for seed in A:
+        write_run(tmp_path, f"conv{seed}", downsample="conv", seed=seed, **{"test/acc": A[seed]})
+        write_run(tmp_path, f"blur{seed}", downsample="blurpool", seed=seed, **{"test/acc": B[seed]})
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - downsample=conv,blurpool\n    - seed=0,1,2\n"
+    )
+    study = aggregate(tmp_path, plots=False)
+    assert study.baseline == {"downsample": "conv"}  # the sweep's first value, not the alphabet's
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Verdicts" in summary and "| blurpool vs conv | 3 paired | **test acc +2.0 pts [" in summary
+    rows = {r["downsample"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
+    assert float(rows["blurpool"]["test/acc/vs_downsample/mean"]) == pytest.approx(0.02)
+    assert rows["blurpool"]["vs_downsample"] == "conv" and rows["conv"]["test/acc/vs_downsample/mean"] == ""
+    # A named baseline (a study file's baseline:) wins over the sweep's order.
+    flipped = aggregate(tmp_path, plots=False, baseline={"downsample": "blurpool"})
+    assert flipped.comparisons[0].differences["test/acc"].mean == pytest.approx(-0.02)
