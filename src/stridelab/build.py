@@ -132,6 +132,7 @@ def build_run(cfg: DictConfig, callbacks=(), timer=None) -> RunParts:
     quiet_lightning()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule, model = build_data_and_model(cfg)
+    datamodule.seed = int(cfg.seed)  # data order and augmentation: the seed's, whatever the model drew
     feature_shape = check_geometry(model, datamodule.input_shape)
     suite = instantiate_checked(cfg.metrics) if cfg.get("metrics") else None
     module = instantiate_checked(

@@ -55,8 +55,14 @@ class DeviceBatches:
         rank: int = 0,
         world_size: int = 1,
         defer_transform: bool = False,
+        order_seed: int | None = None,
+        epoch=None,
     ) -> None:
         self.images, self.labels = images, labels
+        # With order_seed, epoch e's order is a permutation drawn from its own generator seeded by
+        # (order_seed, e): the same for every run with that seed, whatever its model drew before.
+        self.order_seed, self.epoch = order_seed, epoch or self._count_epochs
+        self._iterations = 0
         self.batch_size, self.transform = int(batch_size), transform
         self.shuffle, self.drop_last, self.defer_transform = shuffle, drop_last, defer_transform
         # Under DDP each process takes every world_size-th image (of one shared permutation when
@@ -76,6 +82,15 @@ class DeviceBatches:
         n = self._local_count()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def _count_epochs(self) -> int:
+        return self._iterations
+
+    def _permutation(self, n: int, device) -> torch.Tensor:
+        if self.order_seed is None:
+            return torch.randperm(n, device=device)
+        g = torch.Generator().manual_seed(int(self.order_seed) * 100_003 + int(self.epoch()))
+        return torch.randperm(n, generator=g).to(device)
+
     def resume_at(self, order: torch.Tensor | None, position: int) -> None:
         """The next iteration uses ``order`` (as saved from ``self.order``) and starts at batch ``position``."""
         if order is not None and len(order) != len(self.labels):
@@ -91,9 +106,10 @@ class DeviceBatches:
             order = order.to(device) if order is not None else None
             self._resume = None
         elif self.shuffle:
-            order = torch.randperm(n, device=device)
+            order = self._permutation(n, device)
         else:
             order = None
+        self._iterations += 1
         self.order, self.position = order, start
         if order is None and self.world_size > 1:
             order = torch.arange(n, device=device)
@@ -190,6 +206,7 @@ class DeviceDataModule(L.LightningDataModule):
         self.splits: Splits | None = None
         self._device_data: dict | None = None
         self.train_batches: DeviceBatches | None = None  # the training loader in use (its order and position)
+        self.seed: int | None = None  # the run's seed (set by the run): data order and augmentation draws
         self._train_resume: tuple | None = None
 
     @property
@@ -275,6 +292,11 @@ class DeviceDataModule(L.LightningDataModule):
             crop_fill=self.crop_fill,
             **common,
         ).to(device)
+        if self.seed is not None:  # a generator of its own, per DDP rank
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            self.train_transform.generator = torch.Generator(device=device).manual_seed(int(self.seed) * 1000 + rank)
+            if getattr(self, "_augment_state", None) is not None:  # restored before setup
+                self.train_transform.generator.set_state(self._augment_state)
         self.eval_transform = self.eval_transform_on(device)
 
     def eval_transform_on(self, device) -> BatchTransform:
@@ -303,12 +325,25 @@ class DeviceDataModule(L.LightningDataModule):
             shuffle=True,
             drop_last=True,
             defer_transform=True,
+            order_seed=self.seed,
+            epoch=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
             **self._shard(),
         )
         if self._train_resume is not None:  # a checkpoint taken mid-epoch: the same order, the next batch
             self.train_batches.resume_at(*self._train_resume)
             self._train_resume = None
         return self.train_batches
+
+    def augment_state(self) -> torch.Tensor | None:
+        """The augmentation generator's state (a checkpoint saves it)."""
+        g = getattr(getattr(self, "train_transform", None), "generator", None)
+        return None if g is None else g.get_state()
+
+    def set_augment_state(self, state: torch.Tensor | None) -> None:
+        g = getattr(getattr(self, "train_transform", None), "generator", None)
+        if g is not None and state is not None:
+            g.set_state(state)
+        self._augment_state = state
 
     def resume_train(self, order: torch.Tensor | None, position: int) -> None:
         """The next training loader continues an epoch: ``order`` and ``position`` as a checkpoint saved

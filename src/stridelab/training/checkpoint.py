@@ -2,8 +2,8 @@
 
 A checkpoint is Lightning's own (weights, optimizer, scheduler, loops: epoch and step, callbacks'
 states) plus what an exact continuation also needs and Lightning leaves out: the random number
-generators' states (torch CPU and CUDA, numpy, Python) and the data order and position of the epoch
-in progress. It is written atomically to ``<run>/checkpoints/last.ckpt`` at the end of every
+generators' states (torch CPU and CUDA, numpy, Python, the augmentation's own) and the data order
+and position of the epoch in progress. It is written atomically to ``<run>/checkpoints/last.ckpt`` at the end of every
 ``checkpoint.every_n_epochs``-th epoch and when a stop signal arrives. On the CPU a run stopped and
 resumed from it ends with the same figures as a run that never stopped (tests/test_resume.py).
 
@@ -123,7 +123,8 @@ class RunCheckpoint(Checkpoint):
                 "position": self._position,
                 "sums": pl_module.epoch_state() if hasattr(pl_module, "epoch_state") else None,
             }
-        checkpoint["stridelab"] = {"rng": rng_state(), "data": data}
+        augment = getattr(trainer.datamodule, "augment_state", None)
+        checkpoint["stridelab"] = {"rng": rng_state(), "data": data, "augment": augment() if augment else None}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         saved = checkpoint.get("stridelab") or {}
@@ -133,6 +134,8 @@ class RunCheckpoint(Checkpoint):
         if not saved:
             return
         set_rng_state(saved["rng"])
+        if saved.get("augment") is not None and hasattr(trainer.datamodule, "set_augment_state"):
+            trainer.datamodule.set_augment_state(saved["augment"])
         data = saved["data"]
         if data is not None:
             trainer.datamodule.resume_train(data["order"], data["position"])
