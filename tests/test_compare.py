@@ -91,3 +91,38 @@ def test_the_aggregate_writes_verdicts_and_their_columns(tmp_path):
     # A named baseline (a study file's baseline:) wins over the sweep's order.
     flipped = aggregate(tmp_path, plots=False, baseline={"downsample": "blurpool"})
     assert flipped.comparisons[0].differences["test/acc"].mean == pytest.approx(-0.02)
+
+
+def test_a_figure_equal_in_every_seed_prints_without_an_interval(tmp_path):
+    from tests.test_aggregate import write_run
+
+    for seed in (0, 1, 2):  # 0.1 three times: the mean is 0.10000000000000002, so the std is 1.7e-17, not 0
+        write_run(tmp_path, f"r{seed}", downsample="conv", seed=seed, **{"test/acc": 0.5 + 0.1 * seed})
+        write_run(tmp_path, f"s{seed}", downsample="blurpool", seed=seed, **{"test/acc": 0.1})
+    study = aggregate(tmp_path, plots=False)
+    assert 0 < [r for r in study.summary_rows() if r["downsample"] == "blurpool"][0]["test/acc/ci95"] < 1e-15
+    summary = (study.root / "summary.md").read_text()
+    assert "| blurpool | 3 | 0.100 |" in summary and "0.600 ± 0.248" in summary
+
+
+def test_hparams_columns_start_with_the_headline_figures():
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from stridelab.config import VARIANT_FIELDS
+    from stridelab.metrics.tensorboard import log_tensorboard
+
+    class Spy(TensorBoardLogger):
+        def __init__(self) -> None:
+            self.seen = None
+
+        def log_hyperparams(self, params, metrics=None):
+            self.seen = list(metrics)
+
+        def finalize(self, status):
+            pass
+
+    spy = Spy()
+    metrics = {k: "x" for k in (*VARIANT_FIELDS, "seed")}
+    metrics.update({"train/steps": 10, "train/epochs": 1, "val/acc": 0.5, "probe/spc": 0.3, "test/acc": 0.9})
+    log_tensorboard([spy], metrics, None, 10)
+    assert spy.seen == ["test/acc", "probe/spc", "val/acc", "train/steps", "train/epochs"]

@@ -26,6 +26,22 @@ METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "pr
 # Key prefixes the suite writes (a new measurement replaces all of them).
 SUITE_PREFIXES = (*METRIC_GROUPS, "metrics")
 
+# The headline figures, with the short names tables use: first in summary.md (a study's summary.csv
+# has every numeric metric) and the first columns of TensorBoard's HPARAMS tab.
+HEADLINE = (
+    ("test/acc", "test acc"),
+    ("shift/circular_consistency", "circular consistency"),
+    ("shift/circular_logit_change", "logit change"),
+    ("crop/consistency", "crop consistency"),
+    ("border/deviation", "border deviation"),
+    ("coverage/interior_ratio", "coverage ratio"),
+    ("position/gap", "position gap"),
+    ("position/dissimilar_acc", "dissimilar acc"),
+    ("probe/spc", "position SPC"),
+    ("cost/train_images_per_s", "train img/s"),
+    ("cost/flops_per_image", "FLOPs/img"),
+)
+
 
 @dataclass
 class Measurement:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stridelab.config import VARIANT_FIELDS
-from stridelab.metrics.suite import METRIC_GROUPS
+from stridelab.metrics.suite import HEADLINE, METRIC_GROUPS
 
 
 def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
@@ -23,6 +23,10 @@ def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
         and k.split("/")[0] in final_groups
         and not k.startswith(("border/layer_", "probe/layer_", "crop/acc_at_"))
     }
+    # The HPARAMS tab's columns follow this order: the headline figures first, bookkeeping last.
+    first = [k for k, _ in HEADLINE if k in finals]
+    last = [k for k in finals if k.startswith(("train/steps", "train/epochs"))]
+    finals = {k: finals[k] for k in [*first, *(k for k in finals if k not in first and k not in last), *last]}
     for lg in loggers:
         if isinstance(lg, TensorBoardLogger):
             if measurement is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from stridelab.config import NON_IDENTITY_KEYS, VARIANT_FIELDS
 from stridelab.errors import DataError
 from stridelab.files import atomic_write_bytes, atomic_write_text
+from stridelab.metrics.suite import HEADLINE
 from stridelab.studies.compare import Comparison, compare, default_baseline
 from stridelab.studies.labels import CONFIG_PREFIX, label
 from stridelab.studies.stats import describe
@@ -36,22 +37,6 @@ _CONFIG_IGNORED = (*NON_IDENTITY_KEYS, "seed", "task_name", "downsample.name", "
 
 def _ignored(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in _CONFIG_IGNORED)
-
-
-# The figures summary.md shows (when present); summary.csv has every numeric metric.
-HEADLINE = (
-    ("test/acc", "test acc"),
-    ("shift/circular_consistency", "circular consistency"),
-    ("shift/circular_logit_change", "logit change"),
-    ("crop/consistency", "crop consistency"),
-    ("border/deviation", "border deviation"),
-    ("coverage/interior_ratio", "coverage ratio"),
-    ("position/gap", "position gap"),
-    ("position/dissimilar_acc", "dissimilar acc"),
-    ("probe/spc", "position SPC"),
-    ("cost/train_images_per_s", "train img/s"),
-    ("cost/flops_per_image", "FLOPs/img"),
-)
 
 
 COMPARISON_FIELDS = ("mean", "lo", "hi", "boot_lo", "boot_hi")
@@ -402,7 +387,8 @@ def summary_md(study: Aggregate, plots: list[str] = ()) -> str:
         cells = [str(row.get(h, "all")) for h in head] + [str(row["n_seeds"])]
         for k, _ in shown:
             mean, ci = row.get(f"{k}/mean"), row.get(f"{k}/ci95")
-            no_ci = ci is None or not math.isfinite(ci) or ci == 0  # one seed, or identical in every seed
+            # one seed, or the same in every seed (up to rounding: 1.75 ± 6.8e-16 is a constant)
+            no_ci = ci is None or not math.isfinite(ci) or abs(ci) <= 1e-9 * max(1.0, abs(mean or 0.0))
             cells.append("-" if mean is None else _fmt(mean) + ("" if no_ci else f" ± {_fmt(ci)}"))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
