@@ -138,7 +138,8 @@ def task(cfg: DictConfig):
 
     multirun = SWEEP.multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     out = str(cfg.paths.output_dir)
-    if SWEEP.interrupted is not None:  # an earlier job of this sweep was stopped by a signal
+    if SWEEP.interrupted is not None:  # a signal came before this job (or stopped an earlier one)
+        print(f"stridelab: not started ({SWEEP.interrupted.signame} came first): {out}", file=sys.stderr)
         SWEEP.not_started.append(out)
         return None
     if multirun and cfg.get("resume", True):
