@@ -126,3 +126,32 @@ def test_hparams_columns_start_with_the_headline_figures():
     metrics.update({"train/steps": 10, "train/epochs": 1, "val/acc": 0.5, "probe/spc": 0.3, "test/acc": 0.9})
     log_tensorboard([spy], metrics, None, 10)
     assert spy.seen == ["test/acc", "probe/spc", "val/acc", "train/steps", "train/epochs"]
+
+
+def test_two_factor_grids_get_heat_maps_and_interaction_plots(tmp_path):
+    from tests.test_aggregate import write_run
+
+    for seed in (0, 1):
+        for ds in ("conv", "blurpool"):
+            for pad in ("zeros", "circular"):
+                acc = 0.8 + 0.05 * (ds == "blurpool") + 0.01 * seed
+                write_run(tmp_path, f"{ds}-{pad}-{seed}", downsample=ds, padding=pad, seed=seed, **{"test/acc": acc})
+    aggregate(tmp_path)
+    plots = {p.name for p in (tmp_path / "plots").iterdir()}
+    assert {"factors_heatmap.png", "factors_interaction.png"} <= plots
+    assert "plots/factors_heatmap.png" in (tmp_path / "summary.md").read_text()
+    one = tmp_path / "one"
+    for seed in (0, 1):
+        write_run(one, f"c{seed}", downsample="conv", seed=seed, **{"test/acc": 0.8})
+        write_run(one, f"b{seed}", downsample="blurpool", seed=seed, **{"test/acc": 0.9})
+    aggregate(one)
+    assert not list((one / "plots").glob("factors_*"))  # one factor: the bar plots
+
+
+def test_ci_bars_stay_inside_the_figures_range():
+    from stridelab.studies.plots import _bar
+
+    below, above = _bar("test/acc", [0.9, 0.5], [0.6, 0.1])
+    assert below == pytest.approx([0.6, 0.1]) and above == pytest.approx([0.1, 0.1])  # 0.9 + 0.6 is cut at 1
+    below, above = _bar("border/deviation", [0.2], [0.5])
+    assert below == pytest.approx([0.2]) and above == pytest.approx([0.5])  # non-negative figures stop at 0

@@ -19,9 +19,35 @@ def _err(v):
     return 0.0 if v is None or not math.isfinite(v) else v
 
 
+# The range each figure lives in: a CI bar is cut at its ends (a 2-seed interval of an accuracy can
+# reach from -0.4 to 2.1; the figure cannot).
+_RANGE = {
+    "test/acc": (0.0, 1.0),
+    "shift/circular_consistency": (0.0, 1.0),
+    "crop/consistency": (0.0, 1.0),
+    "position/dissimilar_acc": (0.0, 1.0),
+    "probe/spc": (-1.0, 1.0),
+}
+
+
+def _bar(key: str, means, cis) -> list[list[float]]:
+    """``yerr`` for errorbar/bar: the 95% CI half-width, cut to the figure's range (see _RANGE;
+    every other figure is non-negative)."""
+    lo, hi = _RANGE.get(key, (0.0, math.inf))
+    below = [max(0.0, min(_err(c), m - lo)) if math.isfinite(m) else 0.0 for m, c in zip(means, cis)]
+    above = [max(0.0, min(_err(c), hi - m)) if math.isfinite(m) else 0.0 for m, c in zip(means, cis)]
+    return [below, above]
+
+
+def _seeds(rows) -> str:
+    n = sorted({row["n_seeds"] for row in rows})
+    return f"{n[0]} seeds each" if len(n) == 1 else f"{n[0]}-{n[-1]} seeds"
+
+
 def study_figures(study) -> dict[str, bytes]:
     """``acc_vs_throughput.png``, ``shift_consistency.png``, ``border_deviation.png``,
-    ``border_per_layer.png`` (those whose metrics the study has)."""
+    ``border_per_layer.png`` (those whose metrics the study has) and, for a two-factor grid,
+    ``factors_heatmap.png`` and ``factors_interaction.png``."""
     rows = study.summary_rows()
     if not rows:
         return {}
@@ -38,18 +64,19 @@ def study_figures(study) -> dict[str, bytes]:
     if has("test/acc") and has("cost/train_images_per_s"):
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         for row, name in zip(rows, names):
+            x, y = row["cost/train_images_per_s/mean"], row["test/acc/mean"]
             ax.errorbar(
-                row["cost/train_images_per_s/mean"],
-                row["test/acc/mean"],
-                xerr=_err(row.get("cost/train_images_per_s/ci95")),
-                yerr=_err(row.get("test/acc/ci95")),
+                x,
+                y,
+                xerr=_bar("cost/train_images_per_s", [x], [row.get("cost/train_images_per_s/ci95")]),
+                yerr=_bar("test/acc", [y], [row.get("test/acc/ci95")]),
                 fmt="o",
                 capsize=3,
                 label=name,
             )
         ax.set_xlabel("training throughput (images/s)")
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"{title}: accuracy vs training throughput (mean ± 95% CI)", fontsize=9)
+        ax.set_title(f"{title}: accuracy vs training throughput (mean ± 95% CI, {_seeds(rows)})", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
@@ -63,18 +90,12 @@ def study_figures(study) -> dict[str, bytes]:
         width = 0.8 / len(keys)
         for j, (k, lab) in enumerate(keys):
             xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(rows))]
-            ax.bar(
-                xs,
-                [row[f"{k}/mean"] for row in rows],
-                width,
-                yerr=[_err(row.get(f"{k}/ci95")) for row in rows],
-                capsize=3,
-                label=lab,
-            )
+            means = [row[f"{k}/mean"] for row in rows]
+            ax.bar(xs, means, width, yerr=_bar(k, means, [row.get(f"{k}/ci95") for row in rows]), capsize=3, label=lab)
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}: {caption}", fontsize=9)
+        ax.set_title(f"{title}: {caption}, {_seeds(rows)}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         if len(keys) > 1:
             ax.legend(fontsize=7)
@@ -109,6 +130,8 @@ def study_figures(study) -> dict[str, bytes]:
         )
         for row, name in zip(rows, names)
     ]
+    out.update(factor_figures(study, rows, title))
+
     if any(points for _, points in layered):
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         for name, points in layered:
@@ -121,4 +144,78 @@ def study_figures(study) -> dict[str, bytes]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         out["border_per_layer.png"] = _png(fig)
+    return out
+
+
+def factor_figures(study, rows: list[dict], title: str) -> dict[str, bytes]:
+    """For a grid of two factors (downsample x padding, the common case): ``factors_heatmap.png``, one
+    heat map per headline figure (cells: mean over seeds, the 95% CI half-width as text), and
+    ``factors_interaction.png``, the mean of each figure against the first factor, one line per value
+    of the second (parallel lines: no interaction)."""
+    from stridelab.metrics.suite import HEADLINE
+
+    if len(study.variant_cols) != 2:
+        return {}
+    plt = pyplot()
+    a, b = (label(c) for c in study.variant_cols)
+    base = [study.baseline.get(c) for c in study.variant_cols]  # the baseline first, as in the verdicts
+    a_values = sorted(dict.fromkeys(row[a] for row in rows), key=lambda v: str(v) != str(base[0]))
+    b_values = sorted(dict.fromkeys(row[b] for row in rows), key=lambda v: str(v) != str(base[1]))
+    cell = {(row[a], row[b]): row for row in rows}
+    figures = [(k, name) for k, name in HEADLINE if any(f"{k}/mean" in row for row in rows)]
+    figures = [(k, n) for k, n in figures if k not in ("cost/flops_per_image", "coverage/interior_ratio")]
+    if not figures or len(a_values) < 2 or len(b_values) < 2:
+        return {}
+    out = {}
+    cols = min(3, len(figures))
+    nrows = math.ceil(len(figures) / cols)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(4.2 * cols, 0.5 * len(a_values) * nrows + 1.6 * nrows), squeeze=False
+    )
+    for ax, (k, name) in zip(axes.flat, figures):
+        grid = [[cell.get((va, vb), {}).get(f"{k}/mean", float("nan")) for vb in b_values] for va in a_values]
+        im = ax.imshow(grid, cmap="viridis", aspect="auto")
+        finite = [v for r in grid for v in r if math.isfinite(v)]
+        middle = (min(finite) + max(finite)) / 2 if finite else 0.0
+        for i, va in enumerate(a_values):
+            for j, vb in enumerate(b_values):
+                row = cell.get((va, vb), {})
+                mean, ci = row.get(f"{k}/mean"), row.get(f"{k}/ci95")
+                if mean is None:
+                    continue
+                text = f"{mean:.3g}" + (f"\n±{ci:.2g}" if ci is not None and math.isfinite(ci) and ci > 0 else "")
+                ink = "black" if mean > middle else "white"  # readable on viridis' bright and dark ends
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=ink)
+        ax.set_xticks(range(len(b_values)), [str(v) for v in b_values], fontsize=7)
+        ax.set_yticks(range(len(a_values)), [str(v) for v in a_values], fontsize=7)
+        ax.set_xlabel(b, fontsize=8)
+        ax.set_ylabel(a, fontsize=8)
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    for ax in list(axes.flat)[len(figures) :]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: {a} x {b}, mean over seeds (± 95% CI half-width; {_seeds(rows)})", fontsize=9)
+    fig.tight_layout()
+    out["factors_heatmap.png"] = _png(fig)
+
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
+    for ax, (k, name) in zip(axes.flat, figures):
+        for vb in b_values:
+            means = [cell.get((va, vb), {}).get(f"{k}/mean", float("nan")) for va in a_values]
+            cis = [cell.get((va, vb), {}).get(f"{k}/ci95") for va in a_values]
+            ax.errorbar(range(len(a_values)), means, yerr=_bar(k, means, cis), marker="o", capsize=3, label=f"{b}={vb}")
+        ax.set_xticks(range(len(a_values)), [str(v) for v in a_values], fontsize=7)
+        ax.set_xlabel(a, fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(figures) :]:
+        ax.axis("off")
+    fig.suptitle(
+        f"{title}: interaction of {a} and {b} (mean ± 95% CI cut to the figure's range, {_seeds(rows)}; "
+        "parallel lines: no interaction)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    out["factors_interaction.png"] = _png(fig)
     return out
