@@ -138,7 +138,7 @@ def test_two_factor_grids_get_heat_maps_and_interaction_plots(tmp_path):
                 write_run(tmp_path, f"{ds}-{pad}-{seed}", downsample=ds, padding=pad, seed=seed, **{"test/acc": acc})
     aggregate(tmp_path)
     plots = {p.name for p in (tmp_path / "plots").iterdir()}
-    assert {"factors_heatmap.png", "factors_interaction.png"} <= plots
+    assert {"factors_heatmap.png", "factors_interaction.png", "verdicts.png"} <= plots
     assert "plots/factors_heatmap.png" in (tmp_path / "summary.md").read_text()
     one = tmp_path / "one"
     for seed in (0, 1):

@@ -131,6 +131,7 @@ def study_figures(study) -> dict[str, bytes]:
         for row, name in zip(rows, names)
     ]
     out.update(factor_figures(study, rows, title))
+    out.update(verdict_figure(study, title))
 
     if any(points for _, points in layered):
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -219,3 +220,54 @@ def factor_figures(study, rows: list[dict], title: str) -> dict[str, bytes]:
     fig.tight_layout()
     out["factors_interaction.png"] = _png(fig)
     return out
+
+
+def verdict_figure(study, title: str) -> dict[str, bytes]:
+    """``verdicts.png``: the comparisons of summary.md's Verdicts table, one panel per headline figure,
+    one row per comparison: the paired mean difference (dot) with its 95% t interval (bar) and the
+    zero line; filled where the interval excludes 0."""
+    from stridelab.metrics.suite import HEADLINE
+
+    comps = study.comparisons
+    if not comps:
+        return {}
+    names = dict(HEADLINE)
+    figures = [k for k, _ in HEADLINE if any(k in c.differences for c in comps)]
+    fractions = ("test/acc", "shift/circular_consistency", "crop/consistency", "position/dissimilar_acc")
+    plt = pyplot()
+    cols = min(3, len(figures))
+    nrows = math.ceil(len(figures) / cols)
+    height = max(2.5, 0.28 * len(comps) + 1.2)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, height * nrows), squeeze=False, sharey=True)
+    labels = []
+    for c in comps:
+        i = study.variant_cols.index(c.factor)
+        others = [str(v) for j, v in enumerate(c.variant) if j != i]
+        labels.append(f"{c.variant[i]} vs {c.baseline[i]}" + (f" ({', '.join(others)})" if others else ""))
+    for ax, k in zip(axes.flat, figures):
+        scale = 100.0 if k in fractions else 1.0
+        for y, c in enumerate(comps):
+            d = c.differences.get(k)
+            if d is None:
+                continue
+            filled = d.excludes_zero
+            if math.isfinite(d.lo):
+                ax.plot([scale * d.lo, scale * d.hi], [y, y], color="C0" if filled else "0.6", lw=2)
+            ax.plot(scale * d.mean, y, "o", color="C0" if filled else "white", markeredgecolor="C0", ms=5)
+        ax.axvline(0.0, color="k", lw=0.8)
+        ax.set_title(names.get(k, k) + (" (pts)" if scale == 100.0 else ""), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in axes[:, 0]:
+        ax.set_yticks(range(len(comps)), labels, fontsize=7)
+        ax.invert_yaxis()
+    for ax in list(axes.flat)[len(figures) :]:
+        ax.axis("off")
+    n = sorted({next(iter(c.differences.values())).n for c in comps})
+    fig.suptitle(
+        f"{title}: verdicts, paired difference to the baseline with its 95% t interval "
+        f"({n[0]}{'-' + str(n[-1]) if len(n) > 1 else ''} seeds; filled: the interval excludes 0)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return {"verdicts.png": _png(fig)}
