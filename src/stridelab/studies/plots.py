@@ -57,28 +57,50 @@ def study_figures(study) -> dict[str, bytes]:
     names = [", ".join(f"{row[c]}" for c in cols) or "all" for row in rows]
     title = str(study.root.name)
     out = {}
+    seeds = list(study.variants.values())  # the runs of each row, in the same order
+
+    # One panel per data set: red-green and shapes10 figures do not share axes.
+    panel_of = [str(row.get("data", "")) if "data" in cols else "" for row in rows]
+    panels = list(dict.fromkeys(panel_of))
+    short = [", ".join(f"{row[c]}" for c in cols if c != "data") or "all" for row in rows]
+
+    def members(panel):
+        return [i for i, p in enumerate(panel_of) if p == panel]
+
+    def seed_values(i, key):
+        return [r.metrics.get(key) for r in seeds[i] if isinstance(r.metrics.get(key), (int, float))]
 
     def has(key):
         return all(f"{key}/mean" in row for row in rows)
 
     if has("test/acc") and has("cost/train_images_per_s"):
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        for row, name in zip(rows, names):
-            x, y = row["cost/train_images_per_s/mean"], row["test/acc/mean"]
-            ax.errorbar(
-                x,
-                y,
-                xerr=_bar("cost/train_images_per_s", [x], [row.get("cost/train_images_per_s/ci95")]),
-                yerr=_bar("test/acc", [y], [row.get("test/acc/ci95")]),
-                fmt="o",
-                capsize=3,
-                label=name,
-            )
-        ax.set_xlabel("training throughput (images/s)")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"{title}: accuracy vs training throughput (mean ± 95% CI, {_seeds(rows)})", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.5), squeeze=False)
+        for ax, panel in zip(axes[0], panels):
+            for n, i in enumerate(members(panel)):
+                row = rows[i]
+                x, y = row["cost/train_images_per_s/mean"], row["test/acc/mean"]
+                color = f"C{n % 10}"
+                ax.scatter(
+                    seed_values(i, "cost/train_images_per_s"), seed_values(i, "test/acc"), s=10, color=color, alpha=0.4
+                )
+                ax.errorbar(
+                    x,
+                    y,
+                    xerr=_bar("cost/train_images_per_s", [x], [row.get("cost/train_images_per_s/ci95")]),
+                    yerr=_bar("test/acc", [y], [row.get("test/acc/ci95")]),
+                    fmt="o",
+                    capsize=3,
+                    color=color,
+                    label=short[i],
+                )
+            ax.set_xlabel("training throughput (images/s)")
+            ax.set_ylabel("test accuracy")
+            ax.set_title(panel or title, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+        fig.suptitle(
+            f"{title}: accuracy vs training throughput (mean ± 95% CI; small dots: seeds; {_seeds(rows)})", fontsize=9
+        )
         fig.tight_layout()
         out["acc_vs_throughput.png"] = _png(fig)
 
@@ -86,19 +108,33 @@ def study_figures(study) -> dict[str, bytes]:
         keys = [(k, lab) for k, lab in keys if has(k)]
         if not keys:
             return
-        fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 4.2))
+        sizes = [len(members(p)) for p in panels]
+        fig, axes = plt.subplots(
+            1,
+            len(panels),
+            figsize=(sum(max(3.0, 0.9 * n + 1.5) for n in sizes), 4.2),
+            squeeze=False,
+            gridspec_kw={"width_ratios": sizes},
+        )
         width = 0.8 / len(keys)
-        for j, (k, lab) in enumerate(keys):
-            xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(rows))]
-            means = [row[f"{k}/mean"] for row in rows]
-            ax.bar(xs, means, width, yerr=_bar(k, means, [row.get(f"{k}/ci95") for row in rows]), capsize=3, label=lab)
-        ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}: {caption}, {_seeds(rows)}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
+        for ax, panel in zip(axes[0], panels):
+            idx = members(panel)
+            for j, (k, lab) in enumerate(keys):
+                xs = [n + (j - (len(keys) - 1) / 2) * width for n in range(len(idx))]
+                means = [rows[i][f"{k}/mean"] for i in idx]
+                cis = [rows[i].get(f"{k}/ci95") for i in idx]
+                ax.bar(xs, means, width, yerr=_bar(k, means, cis), capsize=3, label=lab, color=f"C{j}")
+                for x, i in zip(xs, idx):
+                    vals = seed_values(i, k)
+                    ax.scatter([x] * len(vals), vals, s=8, color="k", alpha=0.5, zorder=3)
+            ax.set_xticks(range(len(idx)))
+            ax.set_xticklabels([short[i] for i in idx], rotation=30, ha="right", fontsize=7)
+            ax.set_title(panel or title, fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0][0].set_ylabel(ylabel)
         if len(keys) > 1:
-            ax.legend(fontsize=7)
+            axes[0][-1].legend(fontsize=7)
+        fig.suptitle(f"{title}: {caption} (mean ± 95% CI; dots: seeds; {_seeds(rows)})", fontsize=9)
         fig.tight_layout()
         out[fname] = _png(fig)
 
@@ -109,7 +145,7 @@ def study_figures(study) -> dict[str, bytes]:
         ],
         "shift_consistency.png",
         "consistency",
-        "shift consistency per variant (mean ± 95% CI)",
+        "shift consistency per variant",
     )
     bars(
         [("border/deviation", "mean over layers"), ("border/features", "features")],
