@@ -140,6 +140,9 @@ def test_two_factor_grids_get_heat_maps_and_interaction_plots(tmp_path):
     plots = {p.name for p in (tmp_path / "plots").iterdir()}
     assert {"factors_heatmap.png", "factors_interaction.png", "verdicts.png"} <= plots
     assert "plots/factors_heatmap.png" in (tmp_path / "summary.md").read_text()
+    assert len(list((tmp_path / "_study").glob("events.out.tfevents.*"))) == 1  # the plots, in TensorBoard
+    aggregate(tmp_path)
+    assert len(list((tmp_path / "_study").glob("events.out.tfevents.*"))) == 1  # rewritten, not appended
     one = tmp_path / "one"
     for seed in (0, 1):
         write_run(one, f"c{seed}", downsample="conv", seed=seed, **{"test/acc": 0.8})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -28,10 +29,13 @@ def test_grid_aggregates_reports_failures_and_resumes(tmp_path, run_cli):
     first = run_cli(grid, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert len([m for m in _metrics(sweep).values() if m["status"] == "ok"]) == 4
-    # Job folders are named by the job's overrides; the callback aggregated the sweep and printed it.
+    # Job folders are named by the swept keys, the fixed settings hashed into a suffix (issue 14: the
+    # full override list was cut at 120 characters, cutting away the key that differed).
     names = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
-    assert len(set(names)) == 4 and all(n.startswith("data.limit_test=64,data.limit_train=128,") for n in names)
-    assert all(len(n) <= 120 for n in names)  # long override lists are cut and made unique with a hash
+    assert len(set(names)) == 4 and all(
+        re.fullmatch(r"downsample=(conv|maxpool),seed=[01]~[0-9a-f]{6}", n) for n in names
+    )
+    assert len({n.split("~")[1] for n in names}) == 1  # the same fixed settings, the same suffix
     assert "| conv | 2 |" in first.stdout and "study tables and plots in" in first.stdout
     # A run forced to fail (its loss becomes NaN), in the same sweep folder: recorded, the sweep goes on.
     bad = run_cli(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -63,11 +64,46 @@ def resolve_precision(value):
     return fast_precision() if value == "fast" else value
 
 
+SWEPT_ENV = "STRIDELAB_SWEPT"  # the keys a multirun sweeps, for its jobs' folder names (job_dirname)
+_SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
+
+
+def swept_keys(argv: list[str]) -> list[str]:
+    """The keys a command line sweeps: ``key=a,b`` (a comma outside brackets and quotes) or a Hydra
+    sweep function (``seed=range(3)``); ``hydra.*`` keys excepted."""
+    keys = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not eq or arg.startswith("-") or key.startswith("hydra."):
+            continue
+        depth, comma = 0, False
+        for ch in value:
+            depth += ch in "[{(" and 1 or 0
+            depth -= ch in "]})" and 1 or 0
+            comma = comma or (ch == "," and depth == 0)
+        if comma or value.startswith(_SWEEP_FUNCTIONS):
+            keys.append(key)
+    return keys
+
+
 def job_dirname(override_dirname: str, limit: int = 120) -> str:
-    """A multirun job's folder: its overrides (``downsample=conv,seed=0``), so another sweep into the
-    same folder never reuses a finished run's folder (job numbers would). Long names are cut and
-    made unique with a hash of the whole."""
+    """A multirun job's folder, named by its swept keys (``downsample=conv,seed=0``): what tells the
+    sweep's runs apart, readable in TensorBoard's run list. The keys every job shares are not spelled
+    out but hashed into a short suffix (``seed=0~3fa9c1``), so a sweep with other fixed settings into
+    the same folder never lands in a finished run's folder. The swept keys come from ``STRIDELAB_SWEPT``
+    (set by ``stridelab.train`` from its command line, inherited by launcher processes); without it the
+    folder holds every override. Long names are cut and made unique with a hash of the whole."""
     name = (override_dirname or "run").replace("/", "_")
+    swept = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
+    if swept:
+        parts = re.split(r",(?=[\w.+~-]+=)", override_dirname or "")
+        mine = [p for p in parts if p.split("=", 1)[0].lstrip("+~") in swept]
+        fixed = [p for p in parts if p not in mine]
+        if mine:
+            name = ",".join(mine).replace("/", "_")
+            if fixed:
+                name += "~" + hashlib.sha256(",".join(fixed).encode()).hexdigest()[:6]
     if len(name) <= limit:
         return name
     return f"{name[: limit - 13]}...{hashlib.sha256(name.encode()).hexdigest()[:10]}"

@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from stridelab.build import build_run, check_data_on_disk, unwrap_error, variant_fields
-from stridelab.config import CONFIG_DIR, config_hash, register_resolvers
+from stridelab.config import CONFIG_DIR, SWEPT_ENV, config_hash, register_resolvers, swept_keys
 from stridelab.errors import RunInterrupted, StridelabError
 from stridelab.files import atomic_path
 from stridelab.metrics.tensorboard import log_tensorboard
@@ -186,6 +186,7 @@ def main() -> None:
     """``python -m stridelab.train``: the Hydra app, then the exit status of what its runs did."""
     global SWEEP
     SWEEP = SweepOutcome()
+    os.environ[SWEPT_ENV] = ",".join(swept_keys(sys.argv[1:]))  # job folders: named by these
     try:  # a signal between runs: the job in progress ends, no other starts (and joblib's workers stop)
         with StopSignals(None, on_first=SWEEP.stop_later):
             task()

@@ -439,7 +439,32 @@ def aggregate(root: str | os.PathLike, plots: bool = True, baseline: dict | None
     atomic_write_text(root / "results.csv", results_csv(study))
     atomic_write_text(root / "summary.csv", summary_csv(study))
     atomic_write_text(root / "summary.md", summary_md(study, written))
+    if written:
+        plots_to_tensorboard(root, written)
     return study
+
+
+def plots_to_tensorboard(root: Path, plots: list[str]) -> None:
+    """The study's plots as TensorBoard images (tab IMAGES, run ``_study``), so ``make tensorboard
+    DIR=<study>`` shows them beside the runs. Rewritten whole on every aggregation (written into a
+    temporary folder, then swapped in): an aggregate never shows a stale plot twice."""
+    import shutil
+
+    import matplotlib.image as mpimg
+    from torch.utils.tensorboard import SummaryWriter
+
+    final, tmp = root / "_study", root / "._study.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with SummaryWriter(str(tmp)) as writer:
+        for name in plots:
+            image = mpimg.imread(root / name)[..., :3]
+            writer.add_image(f"study/{Path(name).stem}", image, 0, dataformats="HWC")
+    old = root / "._study.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def summary_for_console(root: str | os.PathLike) -> str:
