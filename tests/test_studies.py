@@ -224,3 +224,30 @@ def test_ctrl_c_keeps_finished_runs_and_the_aggregate_computable(tmp_path):
     study = aggregate(sweep)
     assert sum(len(v) for v in study.variants.values()) == len(finished)
     assert (sweep / "summary.md").is_file()  # (re-running the grid resumes: see the tests above)
+
+
+def test_hparams_search_tunes_lr_on_the_validation_split_offline(tmp_path, run_main):
+    """hparams_search=lr: Hydra's Optuna sweeper, a tiny search; each trial returns val/acc."""
+    import yaml
+
+    sweep = tmp_path / "search"
+    code = run_main(
+        [
+            "hparams_search=lr",
+            *TINY,
+            NO_SUITE,
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    assert code == 0
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"optimizer.lr", "optimizer.weight_decay"}
+    trials = [m for m in _metrics(sweep).values() if m["status"] == "ok"]
+    assert len(trials) == 2 and best["best_value"] == max(m["val/acc"] for m in trials)  # validation, not test
+    lrs = {
+        float(yaml.safe_load((p.parent / "config.yaml").read_text())["optimizer"]["lr"])
+        for p in sweep.glob("*/metrics.json")
+    }
+    assert len(lrs) == 2 and all(0.003 <= lr <= 0.5 for lr in lrs)

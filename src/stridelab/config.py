@@ -28,6 +28,7 @@ NON_IDENTITY_KEYS = (
     "resume",
     "resume_dir",
     "checkpoint",
+    "optimized_metric",
     "save_weights",
 )
 

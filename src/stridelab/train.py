@@ -179,7 +179,7 @@ def task(cfg: DictConfig):
     if measured:
         print("stridelab: " + "  ".join(f"{k}={metrics[k]:.4g}" for k in measured))
     print(f"stridelab: results in {metrics['run_dir']}/metrics.json")
-    return metrics.get("test/acc")
+    return metrics.get(cfg.get("optimized_metric") or "test/acc")  # what a tuning sweeper maximises
 
 
 def main() -> None:
