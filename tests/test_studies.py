@@ -226,28 +226,41 @@ def test_ctrl_c_keeps_finished_runs_and_the_aggregate_computable(tmp_path):
     assert (sweep / "summary.md").is_file()  # (re-running the grid resumes: see the tests above)
 
 
-def test_hparams_search_tunes_lr_on_the_validation_split_offline(tmp_path, run_main):
-    """hparams_search=lr: Hydra's Optuna sweeper, a tiny search; each trial returns val/acc."""
+def test_a_study_tunes_each_variant_then_runs_its_seeds_at_its_best_values(tmp_path, monkeypatch):
+    """tune: an hparams_search=lr per variant (offline, tiny), then the variant's seeds at its best values."""
     import yaml
 
-    sweep = tmp_path / "search"
-    code = run_main(
-        [
-            "hparams_search=lr",
-            *TINY,
-            NO_SUITE,
-            "hydra.sweeper.n_trials=2",
-            "hydra.sweeper.sampler.n_startup_trials=2",
-            f"hydra.sweep.dir={sweep}",
-        ]
+    from stridelab.studies.runner import run_study
+
+    study = tmp_path / "tuned.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "question": "Does max pooling beat stride-2 convolution at their own learning rates?",
+                "tune": {
+                    "search": "lr",
+                    "per": ["downsample"],
+                    "overrides": ["hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2"],
+                    # a tiny search: hparams_search=lr runs offline (Hydra's Optuna sweeper, TPE)
+                },
+                "grids": {"g": {"overrides": [*TINY, NO_SUITE], "params": {"downsample": "conv,maxpool", "seed": "0"}}},
+            }
+        )
     )
-    assert code == 0
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"optimizer.lr", "optimizer.weight_decay"}
-    trials = [m for m in _metrics(sweep).values() if m["status"] == "ok"]
-    assert len(trials) == 2 and best["best_value"] == max(m["val/acc"] for m in trials)  # validation, not test
-    lrs = {
-        float(yaml.safe_load((p.parent / "config.yaml").read_text())["optimizer"]["lr"])
-        for p in sweep.glob("*/metrics.json")
-    }
-    assert len(lrs) == 2 and all(0.003 <= lr <= 0.5 for lr in lrs)
+    monkeypatch.setenv("STRIDELAB_ROOT", str(tmp_path))
+    assert run_study(str(study), [], out=str(tmp_path / "out")) == 0
+    out = tmp_path / "out"
+    tuned = yaml.safe_load((out / "tuned.yaml").read_text())["g"]
+    assert set(tuned) == {"downsample=conv", "downsample=maxpool"}
+    for name, best in tuned.items():
+        search = out / "tune" / "g" / name
+        result = yaml.safe_load((search / "optimization_results.yaml").read_text())
+        trials = [m for m in _metrics(search).values() if m["status"] == "ok"]
+        assert len(trials) == 2 and result["best_value"] == max(m["val/acc"] for m in trials)  # validation, not test
+        assert set(best) == {"optimizer.lr", "optimizer.weight_decay"} and 0.003 <= best["optimizer.lr"] <= 0.5
+        (run,) = [p.parent for p in (out / "g").glob("*/metrics.json") if name in p.parent.name]
+        assert yaml.safe_load((run / "config.yaml").read_text())["optimizer"]["lr"] == pytest.approx(
+            best["optimizer.lr"]
+        )
+    summary = (out / "summary.md").read_text()
+    assert "## Tuned hyperparameters" in summary and "downsample=maxpool" in summary

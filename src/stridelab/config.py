@@ -28,7 +28,6 @@ NON_IDENTITY_KEYS = (
     "resume",
     "resume_dir",
     "checkpoint",
-    "optimized_metric",
     "save_weights",
 )
 

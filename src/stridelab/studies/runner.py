@@ -23,7 +23,7 @@ from stridelab.files import atomic_write_text
 from stridelab.validation import composition_error, validate_config
 
 STUDY_DIR = Path(os.environ.get("STRIDELAB_STUDY_DIR", CONFIG_DIR.parent / "experiments"))
-_KEYS = {"question", "reference", "grids", "notes", "baseline"}
+_KEYS = {"question", "reference", "grids", "notes", "baseline", "tune"}
 
 
 @dataclass
@@ -41,6 +41,9 @@ class StudyFile:
     grids: list[Grid]
     reference: dict = field(default_factory=dict)
     baseline: dict = field(default_factory=dict)  # factor -> the value the verdicts compare against
+    # tune: {search: lr, per: [downsample, padding], overrides: [...]}: an hparams_search per variant
+    # first, then each variant's seeds at its best values (run_study).
+    tune: dict = field(default_factory=dict)
 
 
 def available() -> list[str]:
@@ -81,6 +84,12 @@ def load_study(name: str) -> StudyFile:
                 {str(k): str(v) for k, v in (g.get("params") or {}).items()},
             )
         )
+    tune = raw.get("tune") or {}
+    if tune and (not isinstance(tune, dict) or not tune.get("search") or not isinstance(tune.get("per"), list)):
+        raise ConfigError(
+            f"{path}: 'tune' needs 'search' (an hparams_search option, e.g. lr) and 'per' (the swept keys "
+            "that make a variant, e.g. [downsample, padding]); optional 'overrides' for the searches."
+        )
     baseline = raw.get("baseline") or {}
     if not isinstance(baseline, dict):
         raise ConfigError(
@@ -93,6 +102,7 @@ def load_study(name: str) -> StudyFile:
         grids,
         raw.get("reference") or {},
         {str(k): str(v) for k, v in baseline.items()},
+        tune,
     )
 
 
@@ -197,7 +207,7 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
             n = check_grid(grid, list(extra))
             print(f"  {n} runs composed; each one's model built and its geometry checked")
             continue
-        status = max(status, _run_hydra(argv))
+        status = max(status, _run_tuned(study, grid, root, list(extra)) if study.tune else _run_hydra(argv))
         if status >= 128:
             print(f"stridelab: the study stopped in grid '{grid.name}'; run the same command again to finish it.")
             break
@@ -212,6 +222,55 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
     _add_study_header(study, root / "summary.md")
     print("\n" + summary_for_console(root))
     print(f"\nstridelab: study tables and plots in {root} (per grid: {', '.join(g.name for g in study.grids)})")
+    return status
+
+
+def _variants(grid: Grid, per: list[str]) -> list[dict]:
+    import itertools
+
+    keys = [k for k in per if k in grid.params]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid.params[k].split(",") for k in keys))]
+
+
+def _run_tuned(study: StudyFile, grid: Grid, root: Path, extra: list[str]) -> int:
+    """``tune:``: for each variant of ``grid`` (its values of the ``per`` keys), an ``hparams_search``
+    into ``<study>/tune/<grid>/<variant>/`` (skipped when its optimization_results.yaml exists), then
+    the variant's other swept keys (seeds) at its best values into the grid's folder. The values each
+    variant used are written to ``<study>/tuned.yaml``."""
+    import yaml
+
+    tune, status = study.tune, 0
+    per = [str(k) for k in tune["per"]]
+    tuned_file = root / "tuned.yaml"
+    record = yaml.safe_load(tuned_file.read_text()) if tuned_file.is_file() else {}
+    for variant in _variants(grid, per):
+        name = ",".join(f"{k}={v}" for k, v in variant.items()) or "all"
+        search_dir = root / "tune" / grid.name / name.replace("/", "_")
+        results = search_dir / "optimization_results.yaml"
+        fixed = [o for o in grid.overrides] + extra + [f"{k}={v}" for k, v in variant.items()]
+        if not results.is_file():
+            print(f"stridelab: tuning {name} (hparams_search={tune['search']}) -> {search_dir}")
+            argv = [
+                f"hparams_search={tune['search']}",
+                *fixed,
+                *(str(o) for o in tune.get("overrides") or []),
+                f"hydra.sweep.dir='{search_dir}'",  # quoted: the folder's name holds '='
+                "hydra.callbacks.aggregate.enabled=false",
+            ]
+            status = max(status, _run_hydra(argv))
+            if status >= 128 or not results.is_file():
+                return max(status, 1)
+        best = yaml.safe_load(results.read_text())["best_params"]
+        record.setdefault(grid.name, {})[name] = {k: float(v) for k, v in best.items()}
+        atomic_write_text(tuned_file, yaml.safe_dump(record, sort_keys=True))
+        print(f"stridelab: {name} runs at " + ", ".join(f"{k}={v:.4g}" for k, v in best.items()))
+        # The variant's values as one-value sweeps (choice): its run folders are named by them.
+        rest = {k: v for k, v in grid.params.items() if k not in variant}
+        params = {**{k: f"choice({v})" for k, v in variant.items()}, **rest}
+        tuned = Grid(grid.name, [*grid.overrides, *(f"{k}={v}" for k, v in best.items())], params)
+        status = max(status, _run_hydra(grid_argv(tuned, root / grid.name, extra, resume_dir=root)))
+        if status >= 128:
+            return status
     return status
 
 
@@ -246,6 +305,29 @@ def _add_study_header(study: StudyFile, summary: Path) -> None:
         ref = dict(study.reference)
         source = ref.pop("source", "")
         lines = ["## Reference (literature)", "", source, ""] + [f"* {k}: {v}" for k, v in ref.items()] + [""]
+        marker = "## Failed" if "## Failed" in body else "## Plots" if "## Plots" in body else "All metrics"
+        body = body.replace(marker, "\n".join(lines) + "\n" + marker, 1)
+    tuned = summary.parent / "tuned.yaml"
+    if study.tune and tuned.is_file():  # which values each variant ran at
+        import yaml
+
+        record = yaml.safe_load(tuned.read_text()) or {}
+        rows = [
+            f"| {g} | {v} | " + ", ".join(f"`{k}={x:.4g}`" for k, x in best.items()) + " |"
+            for g, variants in record.items()
+            for v, best in variants.items()
+        ]
+        lines = [
+            "## Tuned hyperparameters",
+            "",
+            f"Each variant ran at the best values of its own `hparams_search={study.tune['search']}` on the "
+            "validation split (`tuned.yaml`; the searches in `tune/`).",
+            "",
+            "| grid | variant | values |",
+            "|---|---|---|",
+            *rows,
+            "",
+        ]
         marker = "## Failed" if "## Failed" in body else "## Plots" if "## Plots" in body else "All metrics"
         body = body.replace(marker, "\n".join(lines) + "\n" + marker, 1)
     atomic_write_text(summary, "\n".join(parts) + "\n" + body)
