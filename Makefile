@@ -32,10 +32,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-test: install ## lint and format check (ruff), then the test suite (CPU, offline, a few minutes; not the SLURM tests)
+test: install ## lint and format check (ruff), then the test suite (CPU, offline, about 4 minutes; .ci/run adds the launcher and SLURM tests)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -m "not slurm"
+	$(BIN)/python -m pytest -q -m "not slurm and not launchers"
 
 format: install ## format the code and fix what the linter can (ruff)
 	$(BIN)/ruff format .

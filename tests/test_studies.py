@@ -149,6 +149,7 @@ def test_dry_run_composes_and_builds_every_run_of_the_shift_invariance_study():
 
 
 @pytest.mark.slow
+@pytest.mark.launchers
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_launchers_complete_a_two_run_grid(tmp_path, launcher, run_cli):
     sweep = tmp_path / "sweep"
@@ -165,6 +166,7 @@ def test_launchers_complete_a_two_run_grid(tmp_path, launcher, run_cli):
 
 
 @pytest.mark.slow
+@pytest.mark.launchers
 def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path, run_cli):
     """trainer=ddp on 2 CPU processes (gloo) inside a Hydra multirun: Lightning's workers must join
     their own job, not start the sweep again; only rank 0 writes results."""
