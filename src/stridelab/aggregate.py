@@ -1,7 +1,8 @@
 """Aggregate a study or multirun folder: ``python -m stridelab.aggregate DIR``.
 
 Reads every run's ``metrics.json`` under DIR and writes ``results.csv``, ``summary.csv``,
-``summary.md`` and ``plots/*.png`` into DIR, then prints the summary table.
+``summary.md`` (with its Verdicts table), ``plots/*.png`` and ``_study/`` (the plots for TensorBoard)
+into DIR, then prints the summary.
 """
 
 from __future__ import annotations

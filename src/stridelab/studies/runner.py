@@ -247,7 +247,7 @@ def _run_tuned(study: StudyFile, grid: Grid, root: Path, extra: list[str]) -> in
         name = ",".join(f"{k}={v}" for k, v in variant.items()) or "all"
         search_dir = root / "tune" / grid.name / name.replace("/", "_")
         results = search_dir / "optimization_results.yaml"
-        fixed = [o for o in grid.overrides] + extra + [f"{k}={v}" for k, v in variant.items()]
+        fixed = [*grid.overrides, *extra] + [f"{k}={v}" for k, v in variant.items()]
         if not results.is_file():
             print(f"stridelab: tuning {name} (hparams_search={tune['search']}) -> {search_dir}")
             argv = [
