@@ -258,6 +258,11 @@ def test_a_study_tunes_each_variant_then_runs_its_seeds_at_its_best_values(tmp_p
         search = out / "tune" / "g" / name
         result = yaml.safe_load((search / "optimization_results.yaml").read_text())
         trials = [m for m in _metrics(search).values() if m["status"] == "ok"]
+        # trial folders are named by the searched keys (from hydra.sweeper.params), the rest hashed
+        assert all(
+            re.fullmatch(r"optimizer\.lr=[0-9.e-]+,optimizer\.weight_decay=[0-9.e-]+~[0-9a-f]{6}", t)
+            for t in _metrics(search)
+        )
         assert len(trials) == 2 and result["best_value"] == max(m["val/acc"] for m in trials)  # validation, not test
         assert set(best) == {"optimizer.lr", "optimizer.weight_decay"} and 0.003 <= best["optimizer.lr"] <= 0.5
         (run,) = [p.parent for p in (out / "g").glob("*/metrics.json") if name in p.parent.name]

@@ -87,15 +87,17 @@ def swept_keys(argv: list[str]) -> list[str]:
     return keys
 
 
-def job_dirname(override_dirname: str, limit: int = 120) -> str:
+def job_dirname(override_dirname: str, limit: int = 120, *, _root_=None) -> str:
     """A multirun job's folder, named by its swept keys (``downsample=conv,seed=0``): what tells the
     sweep's runs apart, readable in TensorBoard's run list. The keys every job shares are not spelled
     out but hashed into a short suffix (``seed=0~3fa9c1``), so a sweep with other fixed settings into
     the same folder never lands in a finished run's folder. The swept keys come from ``STRIDELAB_SWEPT``
-    (set by ``stridelab.train`` from its command line, inherited by launcher processes); without it the
-    folder holds every override. Long names are cut and made unique with a hash of the whole."""
+    (set by ``stridelab.train`` from its command line, inherited by launcher processes) and from the
+    sweeper's own ``hydra.sweeper.params`` (an ``hparams_search`` names them in its config, not on the
+    command line); without either the folder holds every override. Long names are cut and made unique
+    with a hash of the whole."""
     name = (override_dirname or "run").replace("/", "_")
-    swept = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
+    swept = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k] + _sweeper_params(_root_)
     if swept:
         parts = re.split(r",(?=[\w.+~-]+=)", override_dirname or "")
         mine = [p for p in parts if p.split("=", 1)[0].lstrip("+~") in swept]
@@ -107,6 +109,15 @@ def job_dirname(override_dirname: str, limit: int = 120) -> str:
     if len(name) <= limit:
         return name
     return f"{name[: limit - 13]}...{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
+def _sweeper_params(root) -> list[str]:
+    """The keys ``hydra.sweeper.params`` sweeps (the Optuna sweeper's search space), if any."""
+    try:
+        params = OmegaConf.select(root, "hydra.sweeper.params", default=None) if root is not None else None
+    except Exception:  # a config without a hydra node, or one not resolvable yet: no sweeper params
+        return []
+    return [str(k) for k in params] if isinstance(params, DictConfig) else []
 
 
 def register_resolvers() -> None:

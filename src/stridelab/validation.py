@@ -91,6 +91,7 @@ RULES = (
     Rule("data.flip", BOOL),
     Rule("data.normalize", BOOL),
     Rule("data.download", BOOL),
+    Rule("data.test_train", BOOL),
     Rule("metrics.subset_size", INT, 1, means="test images the suite measures", special={None: "all of them"}),
     Rule("metrics.subset_seed", INT, 0, 2**32 - 1),
     Rule("metrics.batch_size", INT, 1),

@@ -18,7 +18,7 @@ import torch
 
 from stridelab.data import cifar10
 from stridelab.data.augment import BatchTransform
-from stridelab.data.probes import REDGREEN_CLASSES, SHAPES10_CLASSES, make_redgreen, make_shapes10
+from stridelab.data.probes import REDGREEN_CLASSES, SHAPES10_CLASSES, make_redgreen, make_shapes10, move_boxes
 from stridelab.errors import ConfigError
 from stridelab.registry import Registry
 
@@ -442,7 +442,29 @@ class RedGreenDataModule(GeneratedDataModule):
     classes = REDGREEN_CLASSES
     default_sizes = (2000, 1000)
 
+    def __init__(self, test_train: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # The authors' released code reseeds numpy before generating each set, so its validation and
+        # "similar" test sets are the first training images (and the dissimilar set those moved).
+        # test_train adds those two sets (train_images, train_images_dissimilar) beside our held-out
+        # ones, so a run reports both protocols from one training (experiments/kayhan_redgreen.yaml).
+        self.test_train = bool(test_train)
+
     def read(self) -> Splits:
         x, y, _ = make_redgreen(self.train_size + self.val_size, seed=self.data_seed)
         tx, ty, tx_moved = make_redgreen(self.test_size, seed=self.test_seed)
         return Splits(train=(x, y), tests={"test": (tx, ty), "test_dissimilar": (tx_moved, ty)})
+
+    def load(self) -> Splits:
+        fresh = self.splits is None
+        s = super().load()
+        if fresh and self.test_train:
+            x, y = s.train
+            n = min(self.test_size, len(y)) if self.limit_test is None else min(self.limit_test, len(y))
+            s.tests = {
+                **s.tests,
+                "train_images": (x[:n], y[:n]),
+                "train_images_dissimilar": (move_boxes(x[:n], y[:n]), y[:n]),
+            }
+            s.info.update(train_images_size=n, train_images_dissimilar_size=n)
+        return s

@@ -84,14 +84,18 @@ def make_redgreen(
     y_right = row + rng.integers(-jitter, jitter, n)
     # Class 0: red (channel 0) on the left, green (channel 1) on the right; class 1 the reverse.
     ch_left, ch_right = labels, 1 - labels
-    moved = np.where(labels == 0, shift, -shift)
+    img = np.zeros((n, 3, size, size), dtype=np.uint8)
+    idx = np.arange(n)[:, None, None]
+    oy, ox = np.mgrid[0:box, 0:box]
+    for ch, y, x in ((ch_left, y_left, x_left), (ch_right, y_right, x_right)):
+        img[idx, ch[:, None, None], y[:, None, None] + oy, x[:, None, None] + ox] = 255
+    return img, labels, move_boxes(img, labels, shift)
 
-    def draw(dy):
-        img = np.zeros((n, 3, size, size), dtype=np.uint8)
-        idx = np.arange(n)[:, None, None]
-        oy, ox = np.mgrid[0:box, 0:box]
-        for ch, y, x in ((ch_left, y_left, x_left), (ch_right, y_right, x_right)):
-            img[idx, ch[:, None, None], (y + dy)[:, None, None] + oy, x[:, None, None] + ox] = 255
-        return img
 
-    return draw(0), labels, draw(moved)
+def move_boxes(images: np.ndarray, labels: np.ndarray, shift: int = 16) -> np.ndarray:
+    """Red-green images with their boxes moved ``shift`` rows as in the dissimilar set (class 0
+    down, class 1 up). A roll is exact: the rows it wraps around are black."""
+    moved = images.copy()
+    for label, rows in ((0, shift), (1, -shift)):
+        moved[labels == label] = np.roll(images[labels == label], rows, axis=2)
+    return moved
