@@ -75,9 +75,12 @@ def test_factor_contrasts_of_a_two_by_two_grid():
 def test_the_aggregate_writes_verdicts_and_their_columns(tmp_path):
     from tests.test_aggregate import write_run
 
+    crop = {0: 0.01, 1: -0.02, 2: 0.015}  # blurpool - conv: the seeds disagree
     for seed in A:
-        write_run(tmp_path, f"conv{seed}", downsample="conv", seed=seed, **{"test/acc": A[seed]})
-        write_run(tmp_path, f"blur{seed}", downsample="blurpool", seed=seed, **{"test/acc": B[seed]})
+        conv = {"test/acc": A[seed], "border/deviation": 0.1 * seed, "crop/consistency": 0.5}
+        blur = {"test/acc": B[seed], "border/deviation": 0.1 * seed + 0.05, "crop/consistency": 0.5 + crop[seed]}
+        write_run(tmp_path, f"conv{seed}", downsample="conv", seed=seed, **conv)
+        write_run(tmp_path, f"blur{seed}", downsample="blurpool", seed=seed, **blur)
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task:\n    - downsample=conv,blurpool\n    - seed=0,1,2\n"
     )
@@ -85,6 +88,13 @@ def test_the_aggregate_writes_verdicts_and_their_columns(tmp_path):
     assert study.baseline == {"downsample": "conv"}  # the sweep's first value, not the alphabet's
     summary = (tmp_path / "summary.md").read_text()
     assert "## Verdicts" in summary and "| blurpool vs conv | 3 paired | **test acc +2.0 pts [" in summary
+    # At a glance: surely better (higher accuracy), surely worse (a higher border deviation is worse),
+    # undecided (plain), each in its figure's column.
+    assert (
+        "| downsample (setting) | seeds | test acc (pts, ↑) | crop consistency (pts, ↑) | border deviation (↓) |"
+        in (summary)
+    )
+    assert "| blurpool | 3 | **+2.0** ✓ | +0.2 | **+0.050** ✗ |" in summary
     rows = {r["downsample"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
     assert float(rows["blurpool"]["test/acc/vs_downsample/mean"]) == pytest.approx(0.02)
     assert rows["blurpool"]["vs_downsample"] == "conv" and rows["conv"]["test/acc/vs_downsample/mean"] == ""

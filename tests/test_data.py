@@ -189,6 +189,28 @@ def test_redgreen_module_reports_dissimilar_test():
     assert dm.splits.info == {"train_size": 100, "val_size": 20, "test_size": 50, "test_dissimilar_size": 50}
 
 
+def test_redgreen_test_train_adds_the_released_protocol_sets():
+    """test_train: the first training images and those moved, as the authors' code tests on (its val and
+    test sets repeat the training images); the held-out sets stay as they were."""
+    plain = RedGreenDataModule(train_size=100, test_size=30, val_size=20, batch_size=10).load()
+    dm = RedGreenDataModule(train_size=100, test_size=30, val_size=20, batch_size=10, test_train=True)
+    s = dm.load()
+    assert dm.test_names == ["test", "test_dissimilar", "train_images", "train_images_dissimilar"]
+    x, y = s.train
+    assert np.array_equal(s.tests["train_images"][0], x[:30]) and np.array_equal(s.tests["train_images"][1], y[:30])
+    assert np.array_equal(s.tests["test"][0], plain.tests["test"][0])
+    moved, my = s.tests["train_images_dissimilar"]
+    assert np.array_equal(my, y[:30]) and not np.array_equal(moved, x[:30])
+    for img, label, img2 in zip(x[:30], y[:30], moved):
+        shift = 16 if label == 0 else -16
+        for ch in (0, 1):  # both boxes move
+            assert np.array_equal(np.argwhere(img2[ch] == 255), np.argwhere(img[ch] == 255) + [shift, 0])
+    limited = RedGreenDataModule(
+        train_size=100, test_size=30, val_size=20, batch_size=10, test_train=True, limit_test=7
+    )
+    assert {k: len(v[1]) for k, v in limited.load().tests.items()} == dict.fromkeys(dm.test_names, 7)
+
+
 # batching and augmentation ------------------------------------------------------------------------
 
 

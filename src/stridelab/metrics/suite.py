@@ -41,6 +41,19 @@ HEADLINE = (
     ("cost/train_images_per_s", "train img/s"),
     ("cost/flops_per_image", "FLOPs/img"),
 )
+# Which way a headline figure is better (+1 higher, -1 lower), for a study's verdicts. Position SPC
+# has no better direction (how much position the features carry is what it measures); FLOPs and
+# coverage are fixed by the architecture.
+BETTER = {
+    "test/acc": 1,
+    "shift/circular_consistency": 1,
+    "shift/circular_logit_change": -1,
+    "crop/consistency": 1,
+    "border/deviation": -1,
+    "position/gap": -1,
+    "position/dissimilar_acc": 1,
+    "cost/train_images_per_s": 1,
+}
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 from stridelab.config import NON_IDENTITY_KEYS, VARIANT_FIELDS
 from stridelab.errors import DataError
 from stridelab.files import atomic_write_bytes, atomic_write_text
-from stridelab.metrics.suite import HEADLINE
+from stridelab.metrics.suite import BETTER, HEADLINE
 from stridelab.studies.compare import Comparison, compare, default_baseline
 from stridelab.studies.labels import CONFIG_PREFIX, label
 from stridelab.studies.stats import describe
@@ -307,8 +307,57 @@ def _signed(v: float, points: bool) -> str:
     return f"{100 * v:+.1f}" if points else ("+" if v >= 0 else "") + _fmt(v)
 
 
+def _comparison_title(study: Aggregate, c: Comparison, versus: bool = True) -> str:
+    """``blurpool vs conv (zeros, shapes10)``: the two values of the factor, then the other settings."""
+    i = study.variant_cols.index(c.factor)
+    others = [str(v) for j, v in enumerate(c.variant) if j != i]
+    head = f"{c.variant[i]} vs {c.baseline[i]}" if versus else str(c.variant[i])
+    return head + (f" ({', '.join(others)})" if others else "")
+
+
+def verdicts_glance_md(study: Aggregate) -> list[str]:
+    """Per factor, a table of comparisons x headline figures: the mean difference, bold with a mark
+    where the 95% t interval excludes 0 (better or worse, by the figure's direction)."""
+    names = dict(HEADLINE)
+    lines = []
+    for factor in dict.fromkeys(c.factor for c in study.comparisons):
+        rows = [c for c in study.comparisons if c.factor == factor]
+        figures = [m for m, _ in HEADLINE if any(m in c.differences for c in rows)]
+        base = rows[0].baseline[study.variant_cols.index(factor)]
+        heads = [
+            f"{names[m]} ({'pts, ' if m in FRACTIONS else ''}{'↑' if BETTER.get(m, 0) > 0 else '↓'})"
+            if m in BETTER
+            else names[m]
+            for m in figures
+        ]
+        lines += [
+            f"**{label(factor)}, against {base}**",
+            "",
+            "| " + " | ".join([f"{label(factor)} (setting)", "seeds", *heads]) + " |",
+            "|" + "---|" * (2 + len(figures)),
+        ]
+        for c in rows:
+            cells = []
+            for m in figures:
+                d = c.differences.get(m)
+                if d is None:
+                    cells.append("-")
+                    continue
+                text = _signed(d.mean, m in FRACTIONS)
+                if d.excludes_zero:
+                    sign = BETTER.get(m, 0) * (1 if d.mean > 0 else -1)
+                    text = f"**{text}**" + {1: " ✓", -1: " ✗"}.get(sign, "")
+                cells.append(text)
+            n = next(iter(c.differences.values()))
+            seeds = f"{n.n}{'' if n.paired else ' unpaired'}"
+            lines.append(f"| {_comparison_title(study, c, versus=False)} | {seeds} | {' | '.join(cells)} |")
+        lines.append("")
+    return lines
+
+
 def verdicts_md(study: Aggregate) -> list[str]:
-    """One plain-words row per comparison: each headline figure's mean difference and 95% intervals."""
+    """At a glance (a table per factor), then one plain-words row per comparison: each headline
+    figure's mean difference and 95% intervals."""
     if not study.comparisons:
         return []
     names = dict(HEADLINE)
@@ -316,18 +365,21 @@ def verdicts_md(study: Aggregate) -> list[str]:
     lines = [
         "## Verdicts",
         "",
-        f"Each variant against the one that differs only in a factor set to its baseline ({base}): mean "
-        "difference over seeds, paired by seed, `[95% t interval]` and `(95% bootstrap interval)`; **bold**: "
-        "the t interval excludes 0. Accuracies and consistencies in percentage points (pts). With a few "
-        "seeds the bootstrap interval is narrow by construction (2 seeds: 3 distinct resamples): read the t one.",
+        "At a glance: each variant's mean difference to the variant that differs only in one factor, set "
+        f"to its baseline ({base}), over seeds paired by seed. **Bold** where the 95% t interval excludes 0: "
+        "✓ better, ✗ worse (↑: higher is better, ↓: lower is better); plain: the seeds do not decide. "
+        "Accuracies and consistencies in percentage points (pts). The intervals are in the rows below.",
+        "",
+        *verdicts_glance_md(study),
+        "In plain words: the mean difference, `[95% t interval]` and `(95% bootstrap interval)`; **bold**: the "
+        "t interval excludes 0. With a few seeds the bootstrap interval is narrow by construction (2 seeds: "
+        "3 distinct resamples): read the t one.",
         "",
         "| comparison | seeds | differences |",
         "|---|---|---|",
     ]
     for c in study.comparisons:
-        i = study.variant_cols.index(c.factor)
-        others = [str(v) for j, v in enumerate(c.variant) if j != i]
-        title = f"{c.variant[i]} vs {c.baseline[i]}" + (f" ({', '.join(others)})" if others else "")
+        title = _comparison_title(study, c)
         parts = []
         for m, d in c.differences.items():
             pts = m in FRACTIONS
