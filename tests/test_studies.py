@@ -101,7 +101,8 @@ grids:
     # conv+zeros is in both grids: trained once (grid b finds it in grid a).
     assert "skipped, this config already finished" in first.stdout
     summary = (root / "summary.md").read_text()
-    assert "Does the runner work?" in summary and "Nobody 2026, Table 0" in summary and "* conv: 12.3" in summary
+    assert "Study `tiny` (" in summary and "Does the runner work?" in summary
+    assert "Nobody 2026, Table 0" in summary and "* conv: 12.3" in summary
     assert len(list(csv.DictReader((root / "summary.csv").open()))) == 3
     assert (root / "a" / "summary.md").is_file() and (root / "b" / "results.csv").is_file()
     assert "| conv | zeros |" in first.stdout

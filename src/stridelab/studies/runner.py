@@ -299,7 +299,7 @@ def _add_study_header(study: StudyFile, summary: Path) -> None:
 
     text = summary.read_text()
     head, _, rest = text.partition("\n")
-    parts = [head, "", f"StudyFile `{study.name}` ({study.path}): {study.question}"]
+    parts = [head, "", f"Study `{study.name}` ({study.path}): {study.question}"]
     body = rest
     if study.reference:
         ref = dict(study.reference)
