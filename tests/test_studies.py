@@ -272,3 +272,46 @@ def test_a_study_tunes_each_variant_then_runs_its_seeds_at_its_best_values(tmp_p
         )
     summary = (out / "summary.md").read_text()
     assert "## Tuned hyperparameters" in summary and "downsample=maxpool" in summary
+
+
+def test_reference_table_puts_ours_beside_the_papers(tmp_path):
+    from stridelab.errors import ConfigError
+    from stridelab.studies.reference import check_reference, reference_md
+
+    ref = {
+        "source": "Someone 2020, Table 1; accuracy (%)",
+        "scale": 100,
+        "figures": {"similar": ["test/acc", "train_images/acc"]},
+        "rows": {
+            "S-zero": {"match": {"padding": "zeros", "padding_amount": "same"}, "similar": 99.8},
+            "S-circular": {"match": {"padding": "circular"}, "similar": 73.7},
+            "F-any": {"match": {"padding_amount": "full"}, "similar": 89.7},
+        },
+    }
+    assert check_reference(ref, "s.yaml") is ref
+    rows = [
+        {"padding": "zeros", "padding_amount": "same", "n_seeds": "10", "test/acc/mean": "0.995",
+         "test/acc/ci95": "0.002", "train_images/acc/mean": "0.998", "train_images/acc/ci95": "nan"},
+        {"padding": "circular", "padding_amount": "same", "n_seeds": "3", "test/acc/mean": "0.634",
+         "test/acc/ci95": "0.024", "train_images/acc/mean": "0.71", "train_images/acc/ci95": "0.031"},
+        {"padding": "zeros", "padding_amount": "full", "n_seeds": "3", "test/acc/mean": "0.85"},
+        {"padding": "reflect", "padding_amount": "full", "n_seeds": "3", "test/acc/mean": "0.9"},
+    ]  # fmt: skip
+    text = "\n".join(reference_md(ref, rows))
+    assert (
+        "| paper's row | our seeds | similar: paper | similar: ours, `test/acc` | similar: ours, `train_images/acc` |"
+        in (text)
+    )
+    assert "| S-zero | 10 | 99.8 | 99.5 ± 0.2 | 99.8 |" in text  # no interval where it is not finite
+    assert "| S-circular | 3 | 73.7 | 63.4 ± 2.4 | 71.0 ± 3.1 |" in text
+    assert "| F-any | 2 variants match | 89.7 | - | - |" in text  # ambiguous: nothing is guessed
+    # The free form stays a list; a malformed table is refused with what to write.
+    assert "* conv: 12.3" in reference_md({"source": "x", "conv": 12.3}, [])
+    for bad in (
+        {"figures": {"similar": "test/acc"}, "rows": {"a": {"match": {}}}},
+        {"figures": {"similar": ["test/acc"]}, "rows": {"a": {"similar": 1.0}}},
+        {"figures": {"similar": ["test/acc"]}, "rows": {"a": {"match": {}, "dissimilar": 1.0}}},
+        {"figures": {"similar": ["test/acc"]}, "rows": {"a": {"match": {}, "similar": "high"}}},
+    ):
+        with pytest.raises(ConfigError, match="reference"):
+            check_reference(bad, "s.yaml")

@@ -10,6 +10,8 @@ are skipped (``resume``), so re-running a study only does what is missing or fai
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from omegaconf import OmegaConf
 from stridelab.config import CONFIG_DIR, register_resolvers
 from stridelab.errors import ConfigError, StridelabError
 from stridelab.files import atomic_write_text
+from stridelab.studies.reference import check_reference, reference_md
 from stridelab.validation import composition_error, validate_config
 
 STUDY_DIR = Path(os.environ.get("STRIDELAB_STUDY_DIR", CONFIG_DIR.parent / "experiments"))
@@ -100,7 +103,7 @@ def load_study(name: str) -> StudyFile:
         path,
         str(raw.get("question", "")).strip(),
         grids,
-        raw.get("reference") or {},
+        check_reference(raw.get("reference"), path),
         {str(k): str(v) for k, v in baseline.items()},
         tune,
     )
@@ -302,9 +305,9 @@ def _add_study_header(study: StudyFile, summary: Path) -> None:
     parts = [head, "", f"Study `{study.name}` ({study.path}): {study.question}"]
     body = rest
     if study.reference:
-        ref = dict(study.reference)
-        source = ref.pop("source", "")
-        lines = ["## Reference (literature)", "", source, ""] + [f"* {k}: {v}" for k, v in ref.items()] + [""]
+        table = summary.parent / "summary.csv"
+        rows = list(csv.DictReader(io.StringIO(table.read_text()))) if table.is_file() else []
+        lines = reference_md(study.reference, rows)
         marker = "## Failed" if "## Failed" in body else "## Plots" if "## Plots" in body else "All metrics"
         body = body.replace(marker, "\n".join(lines) + "\n" + marker, 1)
     tuned = summary.parent / "tuned.yaml"
