@@ -80,6 +80,9 @@ def _study_cli(args, cwd):
 def test_study_file_runs_its_grids_and_resumes(tmp_path):
     study = tmp_path / "tiny.yaml"
     study.write_text(f"""question: Does the runner work?
+notes: >
+  Tiny on
+  purpose.
 reference:
   source: Nobody 2026, Table 0
   conv: 12.3
@@ -101,7 +104,7 @@ grids:
     # conv+zeros is in both grids: trained once (grid b finds it in grid a).
     assert "skipped, this config already finished" in first.stdout
     summary = (root / "summary.md").read_text()
-    assert "Study `tiny` (" in summary and "Does the runner work?" in summary
+    assert "Study `tiny` (" in summary and "Does the runner work?" in summary and "Notes: Tiny on purpose." in summary
     assert "Nobody 2026, Table 0" in summary and "* conv: 12.3" in summary
     assert len(list(csv.DictReader((root / "summary.csv").open()))) == 3
     assert (root / "a" / "summary.md").is_file() and (root / "b" / "results.csv").is_file()

@@ -47,6 +47,7 @@ class StudyFile:
     # tune: {search: lr, per: [downsample, padding], overrides: [...]}: an hparams_search per variant
     # first, then each variant's seeds at its best values (run_study).
     tune: dict = field(default_factory=dict)
+    notes: str = ""  # how the study follows or departs from its paper, printed under the question
 
 
 def available() -> list[str]:
@@ -106,6 +107,7 @@ def load_study(name: str) -> StudyFile:
         check_reference(raw.get("reference"), path),
         {str(k): str(v) for k, v in baseline.items()},
         tune,
+        " ".join(str(raw.get("notes") or "").split()),
     )
 
 
@@ -303,6 +305,8 @@ def _add_study_header(study: StudyFile, summary: Path) -> None:
     text = summary.read_text()
     head, _, rest = text.partition("\n")
     parts = [head, "", f"Study `{study.name}` ({study.path}): {study.question}"]
+    if study.notes:
+        parts += ["", f"Notes: {study.notes}"]
     body = rest
     if study.reference:
         table = summary.parent / "summary.csv"
