@@ -159,6 +159,27 @@ def test_two_factor_grids_get_heat_maps_and_interaction_plots(tmp_path):
         write_run(one, f"b{seed}", downsample="blurpool", seed=seed, **{"test/acc": 0.9})
     aggregate(one)
     assert not list((one / "plots").glob("factors_*"))  # one factor: the bar plots
+    # A study of several grids, as the demo: red-green x padding beside shapes10 x downsample x padding.
+    # Its root gets the heat maps of the one group that crosses two factors in full.
+    demo = tmp_path / "demo"
+    for seed in (0, 1):
+        for pad in ("zeros", "reflect", "circular"):
+            write_run(demo, f"rg-{pad}-{seed}", model="redgreen_net", data="redgreen", downsample="conv",
+                      padding=pad, seed=seed, **{"test/acc": 0.9})  # fmt: skip
+        for ds in ("conv", "blurpool"):
+            for pad in ("zeros", "circular"):
+                write_run(demo, f"s-{ds}-{pad}-{seed}", downsample=ds, padding=pad, seed=seed, **{"test/acc": 0.8})
+    aggregate(demo)
+    assert {p.name for p in (demo / "plots").glob("factors_*")} == {"factors_heatmap.png", "factors_interaction.png"}
+    # two such groups (two data sets, each downsample x padding): a pair of files each
+    for seed in (0, 1):
+        for ds in ("conv", "blurpool"):
+            for pad in ("zeros", "circular"):
+                write_run(demo, f"c-{ds}-{pad}-{seed}", data="cifar10", downsample=ds, padding=pad, seed=seed,
+                          **{"test/acc": 0.7})  # fmt: skip
+    aggregate(demo)
+    names = {p.name for p in (demo / "plots").glob("factors_heatmap*")}
+    assert names == {"factors_heatmap_simple_cnn_cifar10.png", "factors_heatmap_simple_cnn_shapes10.png"}, names
 
 
 def test_ci_bars_stay_inside_the_figures_range():

@@ -483,11 +483,16 @@ def aggregate(root: str | os.PathLike, plots: bool = True, baseline: dict | None
     root = Path(root)
     written = []
     if plots:
-        from stridelab.studies.plots import study_figures
+        from stridelab.studies.plots import STUDY_PLOTS, study_figures
 
-        for name, png in study_figures(study).items():
+        figures = study_figures(study)
+        for name, png in figures.items():
             atomic_write_bytes(root / "plots" / name, png)
             written.append(f"plots/{name}")
+        # a plot the study no longer makes (a grid that grew a second data set) would read as current
+        for stale in {p for pattern in STUDY_PLOTS for p in (root / "plots").glob(pattern)}:
+            if stale.name not in figures:
+                stale.unlink(missing_ok=True)
     atomic_write_text(root / "results.csv", results_csv(study))
     atomic_write_text(root / "summary.csv", summary_csv(study))
     atomic_write_text(root / "summary.md", summary_md(study, written))

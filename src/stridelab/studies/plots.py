@@ -44,6 +44,18 @@ def _seeds(rows) -> str:
     return f"{n[0]} seeds each" if len(n) == 1 else f"{n[0]}-{n[-1]} seeds"
 
 
+# Every file study_figures may write (glob patterns): what an aggregation may replace or remove.
+STUDY_PLOTS = (
+    "acc_vs_throughput.png",
+    "shift_consistency.png",
+    "border_deviation.png",
+    "border_per_layer.png",
+    "verdicts.png",
+    "factors_heatmap*.png",
+    "factors_interaction*.png",
+)
+
+
 def study_figures(study) -> dict[str, bytes]:
     """``acc_vs_throughput.png``, ``shift_consistency.png``, ``border_deviation.png``,
     ``border_per_layer.png`` (those whose metrics the study has) and, for a two-factor grid,
@@ -188,14 +200,46 @@ def factor_figures(study, rows: list[dict], title: str) -> dict[str, bytes]:
     """For a grid of two factors (downsample x padding, the common case): ``factors_heatmap.png``, one
     heat map per headline figure (cells: mean over seeds, the 95% CI half-width as text), and
     ``factors_interaction.png``, the mean of each figure against the first factor, one line per value
-    of the second (parallel lines: no interaction)."""
+    of the second (parallel lines: no interaction).
+
+    A study of several grids (the demo: red-green x padding beside shapes10 x downsample x padding)
+    gets the same for each group of rows that share every other setting and cross two factors in
+    full: the first such pair of factors, one pair of files per group (``factors_heatmap_<group>.png``
+    where there are several groups)."""
+    cols = [label(c) for c in study.variant_cols]
+    base = {label(c): study.baseline.get(c) for c in study.variant_cols}
+    for i, a in enumerate(cols):
+        for b in cols[i + 1 :]:
+            others = [c for c in cols if c not in (a, b)]
+            groups: dict[tuple, list[dict]] = {}
+            for row in rows:
+                groups.setdefault(tuple(str(row[c]) for c in others), []).append(row)
+            crossed = {k: g for k, g in groups.items() if _crossed(g, a, b)}
+            if not crossed:
+                continue
+            out = {}
+            for key, group in crossed.items():
+                where = f"{title} ({', '.join(key)})" if key else title
+                suffix = "" if len(crossed) == 1 else "_" + "_".join(key).replace("/", "-")
+                for name, png in _factor_pair(group, a, b, (base[a], base[b]), where).items():
+                    out[name.replace(".png", f"{suffix}.png")] = png
+            return out
+    return {}
+
+
+def _crossed(rows: list[dict], a: str, b: str) -> bool:
+    """Do ``rows`` hold every pair of their values of ``a`` and ``b``, at least two of each?"""
+    a_values, b_values = {str(r[a]) for r in rows}, {str(r[b]) for r in rows}
+    cells = {(str(r[a]), str(r[b])) for r in rows}
+    return len(a_values) >= 2 and len(b_values) >= 2 and len(cells) == len(a_values) * len(b_values) == len(rows)
+
+
+def _factor_pair(rows: list[dict], a: str, b: str, base: tuple, title: str) -> dict[str, bytes]:
+    """The heat map and interaction figures of one two-factor grid; ``base``: each factor's baseline."""
     from stridelab.metrics.suite import HEADLINE
 
-    if len(study.variant_cols) != 2:
-        return {}
     plt = pyplot()
-    a, b = (label(c) for c in study.variant_cols)
-    base = [study.baseline.get(c) for c in study.variant_cols]  # the baseline first, as in the verdicts
+    # the baseline first, as in the verdicts
     a_values = sorted(dict.fromkeys(row[a] for row in rows), key=lambda v: str(v) != str(base[0]))
     b_values = sorted(dict.fromkeys(row[b] for row in rows), key=lambda v: str(v) != str(base[1]))
     cell = {(row[a], row[b]): row for row in rows}
