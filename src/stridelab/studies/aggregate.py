@@ -362,13 +362,21 @@ def verdicts_md(study: Aggregate) -> list[str]:
         return []
     names = dict(HEADLINE)
     base = ", ".join(f"{label(c)}={v}" for c, v in study.baseline.items())
+    fewest = min(d.n for c in study.comparisons for d in c.differences.values())
+    few_seeds = (
+        f" With {fewest} seeds a verdict rests on {max(fewest - 1, 0)} degree(s) of freedom: seeds that happen "
+        "to differ by the same amount (one test image each) give a zero-width interval. Trust a verdict "
+        "from 3 or more seeds."
+        if fewest < 3
+        else ""
+    )
     lines = [
         "## Verdicts",
         "",
         "At a glance: each variant's mean difference to the variant that differs only in one factor, set "
         f"to its baseline ({base}), over seeds paired by seed. **Bold** where the 95% t interval excludes 0: "
         "✓ better, ✗ worse (↑: higher is better, ↓: lower is better); plain: the seeds do not decide. "
-        "Accuracies and consistencies in percentage points (pts). The intervals are in the rows below.",
+        "Accuracies and consistencies in percentage points (pts). The intervals are in the rows below." + few_seeds,
         "",
         *verdicts_glance_md(study),
         "In plain words: the mean difference, `[95% t interval]` and `(95% bootstrap interval)`; **bold**: the "
