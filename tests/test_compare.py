@@ -103,6 +103,22 @@ def test_the_aggregate_writes_verdicts_and_their_columns(tmp_path):
     assert flipped.comparisons[0].differences["test/acc"].mean == pytest.approx(-0.02)
 
 
+def test_a_swept_padding_amount_names_the_padding_amount_baseline(tmp_path):
+    """padding.amount=full,same is the padding_amount column: its first value is the baseline, and a
+    study's baseline may name it either way."""
+    from tests.test_aggregate import write_run
+
+    for seed in (0, 1):
+        for amount, acc in (("same", 0.9), ("full", 0.8), ("valid", 0.7)):
+            write_run(tmp_path, f"{amount}{seed}", padding_amount=amount, seed=seed, **{"test/acc": acc + 0.01 * seed})
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - padding.amount=full,same,valid\n    - seed=0,1\n"
+    )
+    assert aggregate(tmp_path, plots=False).baseline == {"padding_amount": "full"}
+    for named in ({"padding.amount": "same"}, {"padding_amount": "same"}):
+        assert aggregate(tmp_path, plots=False, baseline=named).baseline == {"padding_amount": "same"}
+
+
 def test_a_figure_equal_in_every_seed_prints_without_an_interval(tmp_path):
     from tests.test_aggregate import write_run
 

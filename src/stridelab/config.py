@@ -35,6 +35,9 @@ NON_IDENTITY_KEYS = (
 # metrics.json fields that name a variant (stridelab.build.variant_fields fills them; the first columns
 # of every table, the HPARAMS of TensorBoard); the seed tells the runs of one variant apart.
 VARIANT_FIELDS = ("model", "downsample", "padding", "padding_amount", "data", "experiment")
+# The override that sets a variant field of another name (a sweep of padding.amount=... is the
+# padding_amount column).
+VARIANT_FIELD_OF = {"padding.amount": "padding_amount"}
 
 
 def config_hash(cfg: DictConfig) -> str:

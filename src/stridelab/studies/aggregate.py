@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stridelab.config import NON_IDENTITY_KEYS, VARIANT_FIELDS
+from stridelab.config import NON_IDENTITY_KEYS, VARIANT_FIELD_OF, VARIANT_FIELDS
 from stridelab.errors import DataError
 from stridelab.files import atomic_write_bytes, atomic_write_text
 from stridelab.metrics.suite import BETTER, HEADLINE
@@ -46,6 +46,13 @@ NOT_COMPARED = ("coverage/interior_ratio", "cost/flops_per_image")
 FRACTIONS = ("test/acc", "shift/circular_consistency", "crop/consistency", "position/dissimilar_acc")
 
 
+def _column(key: str) -> str:
+    """The variant column of an override key: ``padding.amount`` -> ``padding_amount``,
+    ``optimizer.lr`` -> ``config/optimizer.lr``."""
+    key = VARIANT_FIELD_OF.get(key, key)
+    return key if key in VARIANT_FIELDS else f"{CONFIG_PREFIX}{key}"
+
+
 def sweep_order(root: Path) -> dict:
     """The first value of every swept key, as the sweeps under ``root`` list them (their
     ``multirun.yaml``): the default baseline of each factor (``downsample=conv,blurpool`` -> conv)."""
@@ -60,8 +67,7 @@ def sweep_order(root: Path) -> dict:
         for override in task:
             key, _, values = str(override).partition("=")
             if "," in values and not values.startswith(("[", "{")) and key not in ("seed",):
-                column = key if key in VARIANT_FIELDS else f"{CONFIG_PREFIX}{key}"
-                first.setdefault(column, values.split(",")[0])
+                first.setdefault(_column(key), values.split(",")[0])
     return first
 
 
@@ -244,7 +250,7 @@ def analyse(root: str | os.PathLike, baseline: dict | None = None) -> Aggregate:
     if varying and variants:
         given = {
             **sweep_order(root),
-            **{(c if c in VARIANT_FIELDS else f"{CONFIG_PREFIX}{c}"): v for c, v in (baseline or {}).items()},
+            **{_column(c): v for c, v in (baseline or {}).items()},
         }
         study.baseline = default_baseline(varying, list(variants), given)
         figures = {
