@@ -371,7 +371,7 @@ def verdicts_md(study: Aggregate) -> list[str]:
     fewest = min(d.n for c in study.comparisons for d in c.differences.values())
     few_seeds = (
         f" With {fewest} seeds a verdict rests on {max(fewest - 1, 0)} degree(s) of freedom: seeds that happen "
-        "to differ by the same amount (one test image each) give a zero-width interval. Trust a verdict "
+        "to differ by the same amount (e.g. one test image each) give a zero-width interval. Trust a verdict "
         "from 3 or more seeds."
         if fewest < 3
         else ""
