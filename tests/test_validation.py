@@ -141,6 +141,20 @@ def test_a_key_of_another_option_lists_the_keys_there_are(tmp_path, compose):
     assert "The keys under optimizer are: lr, weight_decay" in message and "Did you mean" not in message
 
 
+@pytest.mark.parametrize(
+    "override,expect",
+    [
+        ("+data.test_train=true", "data.test_train is not an option of stridelab.data.Shapes10DataModule"),
+        ("+model.wings=3", "model.wings is not an option of stridelab.models.SimpleCNN"),
+    ],
+)
+def test_an_added_key_the_option_does_not_take_is_refused_plainly(override, expect, tmp_path, compose):
+    """+group.key=... adds a key Hydra accepts but the option's class does not take: it used to end in
+    a TypeError traceback from the constructor."""
+    message, _ = refused(compose([*SMOKE, override], tmp_path), tmp_path / "run")
+    assert message.startswith(expect) and f"Remove the {override.split('=')[0]}=... override" in message
+
+
 def test_cli_typo_and_unwritable_folder_are_stridelab_errors(run_main, capsys):
     assert run_main(["trainer.max_epoch=1"]) == 2
     err = capsys.readouterr().err

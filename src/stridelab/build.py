@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stridelab.config import VARIANT_FIELDS, resolve_precision
-from stridelab.errors import StridelabError
+from stridelab.errors import ConfigError, StridelabError
 
 
 def unwrap_error(err: BaseException) -> BaseException:
@@ -39,6 +40,18 @@ def instantiate_checked(node, **kwargs):
         inner = unwrap_error(err)
         if isinstance(inner, StridelabError):
             raise inner from None
+        unknown = (
+            re.search(r"unexpected keyword argument '(\w+)'", str(inner)) if isinstance(inner, TypeError) else None
+        )
+        if unknown and isinstance(node, DictConfig) and unknown[1] in node:
+            # a key added with +group.key=... that this option's class does not take
+            group = node._key() or "the config"
+            target = node.get("_target_", "?")
+            raise ConfigError(
+                f"{group}.{unknown[1]} is not an option of {target}: the {group} you chose does not take "
+                f"it. Remove the +{group}.{unknown[1]}=... override, or choose a {group} option that has "
+                "it (`python -m stridelab.train --cfg job` prints every key the config has)."
+            ) from None
         raise
 
 
