@@ -114,3 +114,19 @@ def test_kept_checkpoint_and_a_changed_config_is_refused(tmp_path, compose):
     # resume=false starts afresh instead
     again = run(compose([*RUN, "trainer.max_epochs=1", "optimizer.lr=0.5", "resume=false"], tmp_path))
     assert again["status"] == "ok" and "resume/count" not in again
+
+
+def test_tensorboard_curves_of_a_resumed_run_have_each_step_once(tmp_path, compose):
+    """The steps between the checkpoint and the crash are trained and logged again: the resumed writer
+    purges the earlier ones (TensorBoard reads each step once). The final figures (HPARAMS) sit at the
+    run's last step, not at step 0 of every curve."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose([*RUN, "logger=tensorboard", "trainer.log_every_n_steps=1"], tmp_path)
+    with pytest.raises(RuntimeError, match="node went away"):
+        run(cfg, callbacks=[CrashAt(12)])  # mid epoch 2: steps 8-11 were logged after the checkpoint
+    run(cfg)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss_step")] == list(range(16))
+    assert [e.step for e in events.Scalars("val/loss")] == [7, 15, 16]

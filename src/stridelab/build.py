@@ -129,11 +129,21 @@ def build_data_and_model(cfg: DictConfig):
     return datamodule, model
 
 
-def build_run(cfg: DictConfig, callbacks=(), timer=None) -> RunParts:
+def _logger(node, resume_step: int | None):
+    """A logger of the config; a resumed run's TensorBoard writer purges the steps it logs again."""
+    from hydra.utils import instantiate
+
+    if resume_step is not None and str(node.get("_target_", "")).endswith("TensorBoardLogger"):
+        return instantiate(node, purge_step=resume_step)  # passed on to SummaryWriter
+    return instantiate(node)
+
+
+def build_run(cfg: DictConfig, callbacks=(), timer=None, resume_step: int | None = None) -> RunParts:
     """Seed, then build data (loaded), model (geometry checked), LightningModule, suite and Trainer
     exactly as a run does. ``callbacks`` are added to the configured ones; ``timer``: the run's
     timing callback (:class:`~stridelab.training.throughput.TrainThroughput`) when the caller sets
-    its options (the benchmark); by default one with the suite's warm-up steps."""
+    its options (the benchmark); by default one with the suite's warm-up steps. ``resume_step``: the
+    step a resumed run continues from (its TensorBoard writer purges later steps logged before)."""
     import lightning as L
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import Checkpoint
@@ -155,7 +165,7 @@ def build_run(cfg: DictConfig, callbacks=(), timer=None) -> RunParts:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         eval_names=datamodule.test_names,
     )
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    loggers = [_logger(c, resume_step) for c in (cfg.get("logger") or {}).values() if c is not None]
     timer = timer or TrainThroughput(suite.warmup_steps if suite else 5)
     all_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     all_callbacks += [timer, *callbacks]

@@ -23,7 +23,7 @@ from stridelab.config import CONFIG_DIR, SWEPT_ENV, config_hash, register_resolv
 from stridelab.errors import RunInterrupted, StridelabError
 from stridelab.files import atomic_path
 from stridelab.metrics.tensorboard import log_tensorboard
-from stridelab.training.checkpoint import StopSignals, fit_kwargs, remove_checkpoints
+from stridelab.training.checkpoint import StopSignals, checkpoint_step, fit_kwargs, remove_checkpoints
 from stridelab.training.ddp import is_rank_zero, workers_join_this_job
 from stridelab.training.lifecycle import RunFinished, RunGuard, SweepOutcome
 from stridelab.training.lock import RunLocked
@@ -64,7 +64,7 @@ def _train_and_measure(cfg, out: Path, guard: RunGuard, callbacks, timer, t0) ->
     import torch
 
     results, ckpt = guard.results, guard.checkpoint
-    parts = build_run(cfg, [*callbacks, *([ckpt] if ckpt else [])], timer)
+    parts = build_run(cfg, [*callbacks, *([ckpt] if ckpt else [])], timer, checkpoint_step(guard.resume_from))
     datamodule, model, trainer, suite = parts.datamodule, parts.model, parts.trainer, parts.suite
     results.update({f"data/{k}": v for k, v in datamodule.load().info.items() if k.endswith("_size")})
     results.update(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from stridelab.config import VARIANT_FIELDS
 from stridelab.metrics.suite import HEADLINE, METRIC_GROUPS
 
@@ -31,5 +33,10 @@ def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
         if isinstance(lg, TensorBoardLogger):
             if measurement is not None:
                 measurement.log_tensorboard(lg.experiment, step)
-            lg.log_hyperparams(hparams, metrics=finals)
+            # At the run's last step: Lightning before 2.5 writes them at step 0, a point at the
+            # start of every curve (val/loss, train/acc, ...) that the run never had.
+            if "step" in inspect.signature(lg.log_hyperparams).parameters:
+                lg.log_hyperparams(hparams, metrics=finals, step=step)
+            else:
+                lg.log_hyperparams(hparams, metrics=finals)
             lg.finalize("success")

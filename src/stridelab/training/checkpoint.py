@@ -191,6 +191,18 @@ def remove_checkpoints(run_dir: str | os.PathLike) -> None:
         folder.rmdir()
 
 
+def checkpoint_step(ckpt: Path | None) -> int | None:
+    """The optimiser steps a checkpoint holds (None: no checkpoint, or one this PyTorch cannot read
+    without unpickling). A resumed run's TensorBoard writer purges what the run logged from this step
+    on before it stopped: those steps are trained and logged again."""
+    if ckpt is None:
+        return None
+    try:
+        return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:  # an older checkpoint format: the curves keep the repeated steps, nothing else
+        return None
+
+
 def fit_kwargs(trainer: L.Trainer, ckpt: Path | None) -> dict:
     """``trainer.fit`` arguments that resume from ``ckpt`` with ``weights_only=True`` where this
     Lightning can (2.5+); older ones load with PyTorch's default."""
