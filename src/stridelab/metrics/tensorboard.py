@@ -33,8 +33,8 @@ def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
         if isinstance(lg, TensorBoardLogger):
             if measurement is not None:
                 measurement.log_tensorboard(lg.experiment, step)
-            # At the run's last step: Lightning before 2.5 writes them at step 0, a point at the
-            # start of every curve (val/loss, train/acc, ...) that the run never had.
+            # At the run's last step: a Lightning without the step argument writes them at step 0,
+            # a point at the start of every curve (val/loss, train/acc, ...) that the run never had.
             if "step" in inspect.signature(lg.log_hyperparams).parameters:
                 lg.log_hyperparams(hparams, metrics=finals, step=step)
             else:
