@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -62,7 +65,9 @@ def uninterrupted(tmp_path_factory, compose):
     return run(compose(RUN, tmp))
 
 
-def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_equals_the_whole_one(tmp_path, compose, uninterrupted):
+def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_equals_the_whole_one(
+    tmp_path, compose, uninterrupted, capsys
+):
     cfg = compose(RUN, tmp_path)
     out = tmp_path / "run"
     with pytest.raises(RunInterrupted) as stopped:
@@ -73,8 +78,17 @@ def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_equals_the_whole_one
     ckpt = torch.load(checkpoint_path(out), weights_only=True)  # a plain checkpoint, safe to load
     assert ckpt["global_step"] == 12 and ckpt["stridelab"]["data"]["position"] == 4
     assert not (out / ".lock").exists()
+    capsys.readouterr()
 
-    resumed = run(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = run(cfg)
+    # Lightning's "your dataloader is not resumable" was false here: the data module restores its position;
+    # and so was the CSV logger's "previous log files will be deleted" (csv/metrics.before_resume_1.csv).
+    false = [str(w.message) for w in caught if "not resumable" in str(w.message) or "will be deleted" in str(w.message)]
+    assert not false, false
+    said = capsys.readouterr().err
+    assert f"stridelab: resuming from epoch 1, step 12 of {checkpoint_path(out)}, mid-epoch" in said
     assert resumed["status"] == "ok" and resumed["resume/count"] == 1 and resumed["resume/step"] == 12
     assert resumed["resume/epoch"] == 1  # whole epochs done; it resumed inside the second
     assert _figures(resumed) == _figures(uninterrupted)
@@ -130,3 +144,36 @@ def test_tensorboard_curves_of_a_resumed_run_have_each_step_once(tmp_path, compo
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss_step")] == list(range(16))
     assert [e.step for e in events.Scalars("val/loss")] == [7, 15, 16]
+
+
+def test_a_damaged_last_checkpoint_resumes_from_the_previous_one_to_the_same_figures(
+    tmp_path, compose, uninterrupted, capsys
+):
+    """The checkpoint before last.ckpt is kept while the run is unfinished (checkpoint.keep_previous)."""
+    cfg = compose(RUN, tmp_path)
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        run(cfg, callbacks=[SignalAt(11)])  # saves step 12; the end of epoch 1 (step 8) becomes previous.ckpt
+    last = checkpoint_path(out)
+    assert torch.load(last.with_name("previous.ckpt"), weights_only=True)["global_step"] == 8
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy cut short
+    capsys.readouterr()
+    resumed = run(cfg)
+    said = capsys.readouterr().err
+    assert "is damaged" in said and "resumes from the previous checkpoint instead: epoch 1, step 8" in said
+    assert resumed["status"] == "ok" and resumed["resume/step"] == 8
+    assert _figures(resumed) == _figures(uninterrupted)
+
+
+def test_a_mid_epoch_resume_keeps_lightnings_warning_for_a_data_module_that_cannot_resume():
+    from stridelab.training.checkpoint import resume_warnings
+    from stridelab.training.resume import ResumePoint
+
+    point = ResumePoint(Path("last.ckpt"), 1, 12, mid_epoch=True)
+    message = "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not"
+    for module, shown in ((SimpleNamespace(resume_train=print), False), (SimpleNamespace(), True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with resume_warnings(module, point):
+                warnings.warn(message + " resumable.", stacklevel=1)
+        assert bool(caught) == shown

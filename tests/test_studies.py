@@ -37,7 +37,7 @@ def test_grid_aggregates_reports_failures_and_resumes(tmp_path, run_cli):
     )
     assert len({n.split("~")[1] for n in names}) == 1  # the same fixed settings, the same suffix
     assert "| conv | 2 |" in first.stdout and "study tables and plots in" in first.stdout
-    # A run forced to fail (its loss becomes NaN), in the same sweep folder: recorded, the sweep goes on.
+    # A run forced to diverge (its loss becomes NaN), in the same sweep folder: recorded, the sweep goes on.
     bad = run_cli(
         [
             "-m",
@@ -52,14 +52,14 @@ def test_grid_aggregates_reports_failures_and_resumes(tmp_path, run_cli):
         tmp_path,
     )
     assert bad.returncode == 1, bad.stderr[-3000:]  # a sweep with a failed run says so in its exit status
-    assert "1 run(s) failed" in bad.stderr
+    assert "1 run(s) diverged" in bad.stderr and "Traceback" not in bad.stderr
     rows = {(r["downsample"], r.get("optimizer.lr", "")): r for r in csv.DictReader((sweep / "summary.csv").open())}
     ok_rows = [r for r in rows.values() if r["n_seeds"] == "2"]
     assert len(ok_rows) == 2 and all(r["test/acc/ci95"] for r in ok_rows)
     summary = (sweep / "summary.md").read_text()
-    assert "Failed or unfinished runs" in summary and "diverged" in summary
+    assert "Failed, diverged or unfinished runs" in summary and "| diverged | RunDiverged: training loss" in summary
     results = list(csv.DictReader((sweep / "results.csv").open()))
-    assert len(results) == 5 and sum(r["status"] == "failed" for r in results) == 1
+    assert len(results) == 5 and sum(r["status"] == "diverged" for r in results) == 1
     # The same grid again: every config already finished, nothing is trained or rewritten.
     stamps = {p: p.stat().st_mtime_ns for p in sweep.rglob("metrics.json")}
     again = run_cli(grid, tmp_path)
@@ -216,13 +216,19 @@ def test_ctrl_c_keeps_finished_runs_and_the_aggregate_computable(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait for the first run to finish, then press Ctrl-C
-        if any(m.get("status") == "ok" for m in _metrics(sweep).values()):
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130  # 128 + SIGINT: the sweep did not finish
+    # Ctrl-C once the first run has finished, however long that takes on a loaded machine (a fixed
+    # deadline sent it before any run had finished when two `make test` ran at once). The process
+    # ending first is a failure of its own; the long limit only keeps a hung sweep from hanging CI.
+    try:
+        limit = time.monotonic() + 1800
+        while not any(m.get("status") == "ok" for m in _metrics(sweep).values()):
+            assert proc.poll() is None, f"the sweep ended (status {proc.returncode}) before its first run finished"
+            assert time.monotonic() < limit, "no run finished in 30 minutes"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=600) == 130  # 128 + SIGINT: the sweep did not finish
+    finally:
+        proc.kill()
     runs = _metrics(sweep)  # every metrics.json is whole JSON (written atomically)
     finished = [m for m in runs.values() if m["status"] == "ok"]
     assert finished and len(finished) < 3

@@ -19,7 +19,7 @@ from conftest import ROOT
 
 from stridelab.config import CONFIG_DIR
 from stridelab.data import cifar10
-from stridelab.errors import ConfigError, DataError
+from stridelab.errors import ConfigError, DataError, RunDiverged
 from stridelab.train import run
 from stridelab.validation import RULES, composition_error, validate_config
 
@@ -223,9 +223,35 @@ def test_divergence_hint_suggests_full_precision_only_when_not_in_it(precision, 
     module = Classifier(torch.nn.Linear(2, 2), optimizer=None)
     module._trainer = SimpleNamespace(precision=precision, current_epoch=3)
     module._train.add(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.tensor(float("nan")))
-    with pytest.raises(FloatingPointError, match="the run diverged") as info:
+    with pytest.raises(RunDiverged, match="the run diverged") as info:
         module.on_train_epoch_end()
     assert ("trainer.precision=32-true" in str(info.value)) == suggests, str(info.value)
+
+
+@pytest.mark.parametrize(
+    "loss,factor,diverged",
+    [
+        (1e16, 10.0, True),  # finite, but exploded: optimizer.lr=1000 gave this and used to be recorded ok
+        (23.1, 10.0, True),  # just above 10 x ln(10) = 23.03
+        (22.9, 10.0, False),  # just below: a bad run, not a diverged one
+        (2.3, 10.0, False),  # chance level
+        (1e16, None, False),  # diverge_factor=null: only a non-finite loss counts
+        (float("inf"), None, True),
+    ],
+)
+def test_divergence_is_a_loss_above_factor_times_ln_classes_or_not_finite(loss, factor, diverged):
+    from stridelab.training.module import Classifier
+
+    module = Classifier(torch.nn.Linear(10, 10), optimizer=None, diverge_factor=factor)
+    module._trainer = SimpleNamespace(precision="32-true", current_epoch=0)
+    module._train.add(torch.zeros(4, 10), torch.zeros(4, dtype=torch.long), torch.tensor(loss * 4))
+    if diverged:
+        with pytest.raises(RunDiverged, match="Lower the learning rate") as info:
+            module.on_train_epoch_end()
+        assert ("times the 2.3 of a uniform guess over 10 classes" in str(info.value)) == np.isfinite(loss)
+    else:
+        module.log_dict = lambda *a, **k: None  # outside a Trainer
+        module.on_train_epoch_end()
 
 
 # evaluate -------------------------------------------------------------------------------------------
@@ -351,3 +377,116 @@ def test_generated_stand_ins_may_hold_any_number_of_records(tmp_path):
     cifar10.write_generated(tmp_path, train_size=12, test_size=3)
     (x, _), (tx, _) = cifar10.load_cifar10(tmp_path, download_if_missing=False)
     assert len(x) == 12 and len(tx) == 3
+
+
+# Issue 19: the input errors that still ended in a traceback, a wrong exit status or a silent default --------------
+def test_an_unknown_group_option_is_one_paragraph_and_exit_2(run_main, capsys):
+    assert run_main(["downsample=blurpol"]) == 2  # Hydra's own report exited 1
+    err = capsys.readouterr().err
+    assert (
+        "stridelab: error: downsample=blurpol is not an option of downsample (did you mean downsample=blurpool?)" in err
+    )
+    assert "aps, avgpool, blurpool, conv, lps, maxpool, strided" in err
+    assert "Traceback" not in err and "HYDRA_FULL_ERROR" not in err and "Config search path" not in err
+
+
+def test_an_added_key_that_nothing_reads_is_refused_with_did_you_mean(run_main, capsys, tmp_path):
+    """+optimzer.lr=0.1 used to train at the default rate and exit 0."""
+    assert run_main(["experiment=smoke", "+optimzer.lr=0.1", f"hydra.run.dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "stridelab: error: +optimzer.lr=0.1 adds a key that no part of the run reads" in err
+    assert "Did you mean optimizer.lr? Write optimizer.lr=0.1" in err and "+tags.<name>=<value>" in err
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "failed" and "train/steps" not in record  # refused before any work
+
+
+@pytest.mark.parametrize(
+    "overrides,refused_key",
+    [
+        (["+optimzer.lr=0.1"], "optimzer.lr"),
+        (["+checkpoint.every=3"], "checkpoint.every"),
+        (["++seed2=3"], "seed2"),
+        (["+tags.owner=ana", "notes=why"], None),  # free metadata has its place
+        (["+my_lr=0.05", "optimizer.lr=${my_lr}"], None),  # read through an interpolation
+        (["+optimizer.foo=1"], None),  # under a built node: its constructor refuses it (test above)
+        (["+hydra.job.env_set.FOO=1"], None),  # Hydra's own
+    ],
+)
+def test_which_added_keys_count_as_read(overrides, refused_key, tmp_path, compose):
+    from stridelab.validation import check_added_keys
+
+    cfg = compose(overrides, tmp_path)
+    if refused_key is None:
+        check_added_keys(cfg, overrides)
+    else:
+        with pytest.raises(ConfigError, match=rf"\+{refused_key}=\S+ adds a key that no part of the run reads"):
+            check_added_keys(cfg, overrides)
+
+
+def test_tags_and_notes_are_kept_but_are_not_the_runs_identity(tmp_path, compose):
+    from stridelab.config import config_hash
+
+    plain, tagged = compose([], tmp_path), compose(["+tags.owner=ana", "notes=first try"], tmp_path)
+    assert tagged.tags.owner == "ana" and tagged.notes == "first try"
+    assert config_hash(plain) == config_hash(tagged)
+
+
+def _study_main(args, capsys) -> tuple[int, str]:
+    from stridelab.study import main
+
+    status = main(args)
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text,expect",
+    [
+        ("question: q\ngrids:\n  g: {overrides: [experiment=smoke\n", "line 4, column 1: it is not valid YAML"),
+        (
+            'question: !!python/object/apply:os.system ["touch PWNED"]\ngrids:\n  g: {params: {seed: "0"}}\n',
+            "line 1, column 11: it uses the YAML tag !!python/object/apply:os.system",
+        ),
+    ],
+)
+def test_a_study_file_yaml_cannot_read_is_one_paragraph(text, expect, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "broken.yaml"
+    study.write_text(text)
+    status, err = _study_main([str(study)], capsys)
+    assert status == 2 and f"stridelab: error: {study}, {expect}" in err, err
+    assert "Traceback" not in err and not (tmp_path / "PWNED").exists()
+
+
+def test_a_bad_override_to_a_study_is_refused_once_before_any_grid_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STRIDELAB_ROOT", str(tmp_path))
+    study = tmp_path / "two.yaml"
+    study.write_text(
+        "question: q\ngrids:\n  a: {overrides: [experiment=smoke], params: {seed: '0'}}\n"
+        "  b: {overrides: [experiment=smoke], params: {seed: '0'}}\n"
+    )
+    status, err = _study_main([str(study), "traner.max_epochs=1", "--out", str(tmp_path / "out")], capsys)
+    assert status == 2 and err.count("stridelab: error:") == 1 and "Did you mean trainer.max_epochs?" in err
+    assert "No runs under" not in err and not (tmp_path / "out").exists()
+    status, err = _study_main([str(study), "downsample=nope", "--out", str(tmp_path / "out")], capsys)
+    assert status == 2 and "downsample=nope is not an option of downsample" in err
+
+
+@pytest.mark.parametrize(
+    "knobs,expect",
+    [
+        (["metrics.max_shift=32"], "metrics.max_shift=32 is not smaller than the 32-pixel images"),
+        (["metrics.crop_padding=40"], "metrics.crop_padding=40 is not smaller than the 32-pixel images"),
+    ],
+)
+def test_suite_knobs_larger_than_the_image_are_refused_before_training(knobs, expect, tmp_path, compose):
+    message, _ = refused(compose([*SMOKE, *knobs], tmp_path), tmp_path / "run")
+    assert message.startswith(expect), message
+
+
+def test_suite_input_check_accepts_what_fits_and_skipped_groups():
+    from stridelab.metrics.suite import MeasurementSuite
+
+    MeasurementSuite(max_shift=31, crop_padding=31).check_input((3, 32, 32))
+    MeasurementSuite(max_shift=99, skip=("shift",)).check_input((3, 32, 32))
+    with pytest.raises(ConfigError, match="max_shift=8 is not smaller than the 8-pixel"):
+        MeasurementSuite(max_shift=8).check_input((3, 8, 16))  # the shorter side counts

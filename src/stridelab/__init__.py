@@ -8,7 +8,7 @@ Data flows one way, and imports follow it (``tests/test_import_flow.py`` checks)
     layers, data                          padding, blur, polyphase, downsampling strategies; data sets
     models                                the networks (registered by name)
     training                              LightningModule, results (metrics.json), timing, DDP helpers,
-                                          checkpoints and stop signals, run locks, a run's lifecycle
+                                          checkpoints and stop signals, resume points, run locks, a run's lifecycle
     metrics                               the measurement suite
     build                                 a run's parts from its config
     train, evaluate, bench                entry points: train a run, re-measure it, time it

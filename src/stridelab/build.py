@@ -158,6 +158,8 @@ def build_run(cfg: DictConfig, callbacks=(), timer=None, resume_step: int | None
     datamodule.seed = int(cfg.seed)  # data order and augmentation: the seed's, whatever the model drew
     feature_shape = check_geometry(model, datamodule.input_shape)
     suite = instantiate_checked(cfg.metrics) if cfg.get("metrics") else None
+    if suite is not None:
+        suite.check_input(datamodule.input_shape)  # before training, not after it
     module = instantiate_checked(
         cfg.module,
         model=model,

@@ -29,6 +29,8 @@ NON_IDENTITY_KEYS = (
     "resume_dir",
     "checkpoint",
     "save_weights",
+    "notes",
+    "tags",
 )
 
 

@@ -37,6 +37,13 @@ class WriteError(StridelabError):
         )
 
 
+class RunDiverged(StridelabError):
+    """The training loss became non-finite or exploded (:class:`stridelab.training.Classifier`). The run
+    is recorded as ``diverged``, not ``failed``: its config ran as written, and the tables list it apart."""
+
+    status = "diverged"
+
+
 class RunInterrupted(BaseException):
     """The run was stopped by a signal (SIGTERM, SIGINT, SIGUSR1). A BaseException, like
     KeyboardInterrupt, so that no ``except Exception`` on the way up mistakes it for a failure."""

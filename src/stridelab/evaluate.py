@@ -143,6 +143,7 @@ def evaluate(ckpt: str, device: str = "auto", precision: str = "fast", metric_ov
     check_data_on_disk(cfg.data)
     datamodule, model = build_data_and_model(cfg)
     suite = instantiate_checked(cfg.metrics)
+    suite.check_input(datamodule.input_shape)
     try:
         model.load_state_dict(state)
     except Exception as err:

@@ -1,7 +1,9 @@
 """Atomic file writes: readers see the old file or the new one, never half of one.
 
 A leaf module (standard library and :mod:`stridelab.errors` only): run results, the measurement suite's figures and the
-studies' tables all write through it.
+studies' tables all write through it. A file written here gets the mode the user's umask gives a new file (0644
+under umask 022), as ``open(path, "w")`` would, not the 0600 of the temporary file: collaborators on a cluster read
+the results.
 """
 
 from __future__ import annotations
@@ -15,26 +17,65 @@ from pathlib import Path
 from stridelab.errors import WriteError
 
 
+def new_file_mode() -> int:
+    """0666 minus the process's umask: the mode ``open(path, "w")`` gives a new file. Read from
+    /proc (Linux): ``os.umask`` can only be read by setting it, which would race with other threads
+    creating files, so it is the fallback where /proc is missing."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        umask = int(next(x for x in status.splitlines() if x.startswith("Umask:")).split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temp path beside ``path`` for a writer that takes a path (``torch.save``, Lightning's
     ``save_checkpoint``); synced and moved onto ``path`` when the block ends without error, removed
-    otherwise. An OSError (full disk, read-only folder) becomes a :class:`WriteError` naming ``path``."""
+    otherwise. An OSError (full disk, read-only folder) becomes a :class:`WriteError` naming ``path``;
+    so does a ``RuntimeError`` raised while writing by a writer that hides the OSError (PyTorch's
+    zip writer: "file write failed"), when the disk is what stopped it (:func:`write_failure`)."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        except RuntimeError as err:
+            cause = write_failure(err, Path(tmp))
+            if cause is None:
+                raise
+            raise cause from err
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except OSError as err:
         raise WriteError(path, err) from err
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def write_failure(err: RuntimeError, tmp: Path) -> OSError | None:
+    """The OSError behind a writer's ``RuntimeError`` ("file write failed", "unexpected pos"), found
+    by writing one more byte where it stopped (a full disk, a quota or the file-size limit refuse it
+    again, now with an errno); None when that write succeeds (the error was not the disk's)."""
+    message = str(err)
+    if "write" not in message and "unexpected pos" not in message:
+        return None
+    try:
+        with open(tmp, "ab") as f:
+            f.write(b"\0")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as probe:
+        return probe
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

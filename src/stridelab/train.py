@@ -20,15 +20,16 @@ from omegaconf import DictConfig
 
 from stridelab.build import build_run, check_data_on_disk, unwrap_error, variant_fields
 from stridelab.config import CONFIG_DIR, SWEPT_ENV, config_hash, register_resolvers, swept_keys
-from stridelab.errors import RunInterrupted, StridelabError
+from stridelab.errors import RunDiverged, RunInterrupted, StridelabError
 from stridelab.files import atomic_path
+from stridelab.metrics.suite import METRIC_GROUPS
 from stridelab.metrics.tensorboard import log_tensorboard
-from stridelab.training.checkpoint import StopSignals, checkpoint_step, fit_kwargs, remove_checkpoints
+from stridelab.training.checkpoint import StopSignals, fit_kwargs, remove_checkpoints, resume_warnings
 from stridelab.training.ddp import is_rank_zero, workers_join_this_job
 from stridelab.training.lifecycle import RunFinished, RunGuard, SweepOutcome
 from stridelab.training.lock import RunLocked
 from stridelab.training.results import find_finished
-from stridelab.validation import hydra_cli, validate_config
+from stridelab.validation import check_added_keys, hydra_cli, validate_config
 
 register_resolvers()
 log = logging.getLogger("stridelab")
@@ -44,6 +45,13 @@ SUMMARY_KEYS = (
 )
 
 
+def hydra_overrides() -> list[str]:
+    """The running Hydra job's command-line overrides (none outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=(), timer=None) -> dict:
     """Train, test and record one run; returns the metrics written to ``metrics.json``.
     ``callbacks`` and ``timer``: as :func:`stridelab.build.build_run` takes them. An unfinished run in
@@ -56,6 +64,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
     t0 = time.perf_counter()
     with RunGuard(cfg, out, variant_fields(cfg), unwrap=unwrap_error) as guard:
         validate_config(cfg)  # a bad value ends here, recorded as failed, before any work
+        check_added_keys(cfg, hydra_overrides())  # a +key that nothing reads (a typo) too
         check_data_on_disk(cfg.data)  # before torch and Lightning are imported: missing data fails at once
         return _train_and_measure(cfg, out, guard, callbacks, timer, t0)
 
@@ -63,8 +72,8 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
 def _train_and_measure(cfg, out: Path, guard: RunGuard, callbacks, timer, t0) -> dict:
     import torch
 
-    results, ckpt = guard.results, guard.checkpoint
-    parts = build_run(cfg, [*callbacks, *([ckpt] if ckpt else [])], timer, checkpoint_step(guard.resume_from))
+    results, ckpt, resume = guard.results, guard.checkpoint, guard.resume_from
+    parts = build_run(cfg, [*callbacks, *([ckpt] if ckpt else [])], timer, resume.step if resume else None)
     datamodule, model, trainer, suite = parts.datamodule, parts.model, parts.trainer, parts.suite
     results.update({f"data/{k}": v for k, v in datamodule.load().info.items() if k.endswith("_size")})
     results.update(
@@ -79,8 +88,8 @@ def _train_and_measure(cfg, out: Path, guard: RunGuard, callbacks, timer, t0) ->
         torch.cuda.reset_peak_memory_stats()
 
     t_fit = time.perf_counter()
-    with workers_join_this_job(out):
-        trainer.fit(parts.module, datamodule=datamodule, **fit_kwargs(trainer, guard.resume_from))
+    with workers_join_this_job(out), resume_warnings(datamodule, resume):
+        trainer.fit(parts.module, datamodule=datamodule, **fit_kwargs(trainer, resume.path if resume else None))
     if trainer.interrupted:
         raise KeyboardInterrupt
     if ckpt is not None and ckpt.resumed_from is not None:
@@ -102,7 +111,7 @@ def _train_and_measure(cfg, out: Path, guard: RunGuard, callbacks, timer, t0) ->
 
     measurement = None
     if suite is not None:
-        log.info("measuring (shift, crop, border, padding audit, coverage, position, probe, cost) ...")
+        log.info("measuring (%s) ...", ", ".join(g for g in METRIC_GROUPS if g not in suite.skip))
         t_measure = time.perf_counter()
         measurement = suite.measure(
             model,
@@ -155,7 +164,7 @@ def task(cfg: DictConfig):
         SWEEP.finished.append(out)
         return None
     except RunLocked as err:
-        print(f"stridelab: skipped, {err}; its results will be there when that process is done", file=sys.stderr)
+        print(f"stridelab: skipped, {err}", file=sys.stderr)
         SWEEP.skipped.append(out)
         SWEEP.status = max(SWEEP.status, 0 if multirun else 2)
         return None
@@ -163,10 +172,11 @@ def task(cfg: DictConfig):
         print(f"\nstridelab: {err.reason()}", file=sys.stderr)
         return SWEEP.interrupt(err)  # under launcher=slurm: exits, so that SLURM's requeued job resumes
     except StridelabError as err:
-        print(f"\nstridelab: error: {err}\n", file=sys.stderr)
+        kind = "diverged" if isinstance(err, RunDiverged) else "error"
+        print(f"\nstridelab: {kind}: {err}\n", file=sys.stderr)
         if os.environ.get("STRIDELAB_TRACEBACK"):
             traceback.print_exc()
-        return SWEEP.fail(out)
+        return SWEEP.fail(out, diverged=isinstance(err, RunDiverged))
     except Exception:
         if not multirun:
             raise

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from stridelab.config import CONFIG_DIR
 from stridelab.errors import ConfigError
 
 INT, NUMBER, BOOL, CHOICE, INT_LIST, DEVICES = "int", "number", "bool", "choice", "int list", "devices"
@@ -115,6 +116,14 @@ RULES = (
     Rule("module.label_smoothing", NUMBER, 0, 1),
     Rule("module.compile", BOOL),
     Rule("module.channels_last", BOOL),
+    Rule(
+        "module.diverge_factor",
+        NUMBER,
+        0,
+        means="times ln(classes) an epoch's training loss may reach",
+        special={None: "only a non-finite loss counts"},
+        open_low=True,
+    ),
     Rule("model.width", INT, 1, means="channels of the first stage"),
     Rule("model.stages", INT, 1),
     Rule("model.depth", INT, 1),
@@ -132,6 +141,15 @@ RULES = (
     Rule("downsample.tau_end", NUMBER, 0, open_low=True),
     Rule("save_weights", BOOL),
     Rule("resume", BOOL),
+    Rule(
+        "checkpoint.every_n_epochs",
+        INT,
+        0,
+        means="epochs between checkpoints (0: only on a stop signal)",
+        special={None: "never"},
+    ),
+    Rule("checkpoint.keep", BOOL),
+    Rule("checkpoint.keep_previous", BOOL),
 )
 
 
@@ -303,11 +321,73 @@ def unknown_key_error(wanted: str, keys: list[str], value: str | None = None, ad
     return ConfigError(text + ".")
 
 
+# Where a run's free metadata goes: nothing reads these keys, so a key added under them is not refused.
+FREE_KEYS = ("tags", "notes")
+
+
+def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse a key added with ``+key=value`` (or ``++``) that no part of the run reads: a typo such
+    as ``+optimzer.lr=0.1`` would otherwise train at the default rate and exit 0. A key is read when
+    it lies under a node built with ``_target_`` (its constructor refuses what it does not take, see
+    :func:`stridelab.build.instantiate_checked`), when an interpolation refers to it (``+my_lr=0.1
+    optimizer.lr=${my_lr}``), or under :data:`FREE_KEYS`. Config groups (``+experiment=smoke``) and
+    ``hydra.*`` keys are Hydra's own and left alone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # Hydra parsed them already to compose cfg; nothing to add here
+        return
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    text = str(plain)
+    added = [o for o in parsed if (o.is_add() or o.is_force_add()) and o.package is None]
+    for o in added:
+        key = o.key_or_group
+        first = key.split(".")[0]
+        if first in groups or first in ("hydra", *FREE_KEYS) or _built_above(plain, key):
+            continue
+        if re.search(r"\$\{" + re.escape(key) + r"[}.\[]", text):
+            continue
+        keys = [k for k in dotted_keys(cfg) if k != key and not k.startswith(key + ".")]
+        matches = close_keys(key, keys)
+        value = o.input_line.partition("=")[2]
+        hint = f"Did you mean {' or '.join(matches)}? Write {matches[0]}={value}" if matches else "Remove it"
+        raise ConfigError(
+            f"+{key}={value} adds a key that no part of the run reads: the run would train as if it were not "
+            f"there. {hint}. A note to keep with the run goes under tags (+tags.<name>=<value>) or in "
+            'notes="...": both are saved in its config.yaml and read by nothing.'
+        )
+
+
+def _built_above(plain: dict, key: str) -> bool:
+    """Whether a node above ``key`` (or ``key``'s own node) is built with ``_target_``."""
+    node = plain
+    for part in key.split(".")[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and "_target_" in node:
+            return True
+    return False
+
+
 def composition_error(err: BaseException) -> ConfigError | None:
     """Hydra's "Could not override 'trainer.max_epoch' ... not in struct" as a ConfigError with the
-    keys that were probably meant; None for other composition errors."""
+    keys that were probably meant, and "Could not find 'downsample/nope'" with the group's options;
+    None for other composition errors."""
+    from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group, _, option = str(err.missing_cfg_file).rpartition("/")
+        if group:
+            options = sorted(str(o) for o in err.options)
+            near = _closest(option, options, 0.6)
+            return ConfigError(
+                f"{group}={option} is not an option of {group}"
+                + (f" (did you mean {group}={near[0]}?)" if near else "")
+                + f". Its options are: {', '.join(options)} (the files in configs/{group}/). Pick one of "
+                f"them, for example {group}={near[0] if near else options[0]}."
+            )
     cause = err.__cause__  # "Key 'max_epoch' is not in struct", or "not in 'RunDir'" (Hydra's own schema)
     if not isinstance(cause, (ConfigAttributeError, ConfigKeyError)) or not re.match(
         r"Key '.*' (is )?not in", str(cause)

@@ -162,6 +162,30 @@ class MeasurementSuite:
                 "metrics.skip=[probe]."
             )
 
+    def check_input(self, input_shape) -> None:
+        """Refuse knobs that make no sense for ``input_shape`` (C, H, W), before a run trains: a circular
+        shift by the image's size is no shift at all and larger ones repeat smaller ones (every
+        distinct shift of an H-pixel side is one of -(H//2)..H//2), and a crop padded by the image's
+        size or more can hold no image pixel."""
+        side = min(int(input_shape[-2]), int(input_shape[-1]))
+        problems = []
+        if "shift" not in self.skip and self.max_shift >= side:
+            problems.append(
+                f"metrics.max_shift={self.max_shift} is not smaller than the {side}-pixel images: a circular "
+                f"shift by {side} is no shift and larger ones repeat smaller ones; max_shift={side // 2} already "
+                "reaches every distinct circular shift"
+            )
+        if "crop" not in self.skip and self.crop_padding >= side:
+            problems.append(
+                f"metrics.crop_padding={self.crop_padding} is not smaller than the {side}-pixel images: some "
+                "crops would hold no image pixel at all"
+            )
+        if problems:
+            raise ConfigError(
+                "; ".join(problems) + ". Use a smaller value (the defaults are max_shift=3 and crop_padding=4, "
+                "Chaman & Dokmanic 2021 and Zhang 2019), or skip the group (metrics.skip=[shift] or [crop])."
+            )
+
     def subset_indices(self, n: int) -> np.ndarray:
         """The fixed subset: the first ``subset_size`` of a ``subset_seed`` permutation, sorted."""
         if self.subset_size is None or self.subset_size >= n:

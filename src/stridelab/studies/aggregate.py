@@ -431,7 +431,7 @@ def summary_md(study: Aggregate, plots: list[str] = ()) -> str:
     lines = [f"# Study summary: {study.root}", ""]
     n_ok = sum(len(v) for v in study.variants.values())
     lines.append(
-        f"{len(study.runs)} runs: {n_ok} finished, {len(study.failed)} failed or unfinished; "
+        f"{len(study.runs)} runs: {n_ok} finished, {len(study.failed)} failed, diverged or unfinished; "
         f"{len(study.variants)} variants. Cells: mean ± 95% CI half-width over seeds "
         "(Student's t; no interval with one seed)."
     )
@@ -461,7 +461,7 @@ def summary_md(study: Aggregate, plots: list[str] = ()) -> str:
     lines += verdicts_md(study)
     if study.failed:
         lines += [
-            "## Failed or unfinished runs (not in the means)",
+            "## Failed, diverged or unfinished runs (not in the means)",
             "",
             "| run | variant | seed | status | reason |",
             "|---|---|---|---|---|",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from stridelab.config import CONFIG_DIR, register_resolvers
 from stridelab.errors import ConfigError, StridelabError
 from stridelab.files import atomic_write_text
 from stridelab.studies.reference import check_reference, reference_md
-from stridelab.validation import composition_error, validate_config
+from stridelab.validation import check_added_keys, composition_error, validate_config
 
 STUDY_DIR = Path(os.environ.get("STRIDELAB_STUDY_DIR", CONFIG_DIR.parent / "experiments"))
 _KEYS = {"question", "reference", "grids", "notes", "baseline", "tune"}
@@ -64,7 +65,7 @@ def load_study(name: str) -> StudyFile:
             f"No study '{name}': studies are the files in {STUDY_DIR} ({', '.join(available())}). "
             "Run one with make study NAME=<name>, or pass the path of a study file."
         )
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    raw = _read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("grids"), dict) or not raw["grids"]:
         raise ConfigError(
             f"{path} is not a study file: it needs a 'grids:' mapping of named grids, each with "
@@ -111,6 +112,37 @@ def load_study(name: str) -> StudyFile:
     )
 
 
+def _read_yaml(path: Path):
+    """A study file as plain data; YAML it cannot read is a ConfigError naming the file and line."""
+    import yaml
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        context, opened = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and opened and opened is not mark:  # where the unclosed bracket or block began
+            problem += f"; {context} that began at line {opened.line + 1}, column {opened.column + 1}"
+        tag = re.search(r"tag:yaml\.org,2002:(\S+?)'", problem)
+        if tag:
+            why = (
+                f"it uses the YAML tag !!{tag[1]}, which asks the reader to build a Python object. Study files are "
+                "read as plain data only, so nothing was built or run. Remove the tag and write the value as plain "
+                "text, a list or a mapping"
+            )
+        else:
+            why = f"it is not valid YAML ({problem}). Nothing was run. Fix that line (a bracket or quote left open, "
+            why += "a tab for indentation, a missing colon) and run the same command again"
+        raise ConfigError(f"{where}: {why}. experiments/README.md shows the format.") from None
+    except Exception as err:  # OmegaConf's own refusals (a duplicate key, a value it cannot hold)
+        raise ConfigError(
+            f"{path} cannot be read as a study file: {' '.join(str(err).split())}. Nothing was run. Fix it and run "
+            "the same command again; experiments/README.md shows the format."
+        ) from None
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -149,11 +181,13 @@ def grid_runs(grid: Grid, extra: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*choices)]
 
 
-def check_grid(grid: Grid, extra: list[str]) -> int:
+def check_grid(grid: Grid, extra: list[str], build: bool = True) -> int:
     """Compose every run of ``grid`` with Hydra, check its values (:func:`stridelab.validation.validate_config`)
-    and build its strategy, padding and model on the data's input size (no data read, nothing trained):
-    a dry run catches a misspelt key, a bad value, option or geometry in run 97 before run 1 starts.
-    Raises the first problem, naming the run."""
+    and, with ``build``, build its strategy, padding and model on the data's input size (no data read,
+    nothing trained): a dry run catches a misspelt key, a bad value, option or geometry in run 97 before
+    run 1 starts. Raises the first problem, naming the run. Every study checks its grids before it trains
+    anything without ``build``, composing only runs that bring a value of a swept key not composed yet.
+    Returns the number of runs of the grid."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import get_class, instantiate
 
@@ -161,11 +195,17 @@ def check_grid(grid: Grid, extra: list[str]) -> int:
 
     register_resolvers()
     runs = grid_runs(grid, extra)
+    total = len(runs)
+    if not build:
+        runs = _covering(runs)
     built = set()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for overrides in runs:
             try:
                 cfg = validate_config(compose(config_name="train", overrides=overrides))
+                check_added_keys(cfg, overrides)
+                if not build:
+                    continue
                 key = OmegaConf.to_yaml({k: cfg[k] for k in ("data", "model", "downsample", "padding")})
                 if key in built:  # the same network as a run already checked (e.g. another seed)
                     continue
@@ -177,7 +217,10 @@ def check_grid(grid: Grid, extra: list[str]) -> int:
                     downsample=instantiate(cfg.downsample),
                     padding=instantiate(cfg.padding),
                 )
-                check_geometry(model, (data.in_chans, data.image_size, data.image_size))
+                shape = (data.in_chans, data.image_size, data.image_size)
+                check_geometry(model, shape)
+                if cfg.get("metrics"):
+                    instantiate(cfg.metrics).check_input(shape)
             except Exception as err:
                 err = composition_error(err) or err
                 while err.__cause__ is not None and not isinstance(err, StridelabError):
@@ -186,7 +229,19 @@ def check_grid(grid: Grid, extra: list[str]) -> int:
                     f"grid '{grid.name}', run {' '.join(overrides)}: {' '.join(str(err).split()).rstrip('.')}. "
                     "Fix the study file or the overrides given on the command line."
                 ) from None
-    return len(runs)
+    return total
+
+
+def _covering(runs: list[list[str]]) -> list[list[str]]:
+    """The runs that bring an override no earlier one had: each value of each swept key once, what
+    composition can refuse, in seconds rather than a composition per run."""
+    seen: set[str] = set()
+    kept = []
+    for overrides in runs:
+        if not set(overrides) <= seen:
+            kept.append(overrides)
+            seen.update(overrides)
+    return kept
 
 
 def study_root(name: str) -> Path:
@@ -202,6 +257,9 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
     study = load_study(name)
     root = Path(out) if out else study_root(study.name)
     print(f"stridelab: study '{study.name}': {study.question.splitlines()[0] if study.question else ''}")
+    if not dry_run:  # a bad override or value: one paragraph before anything runs, not one error per grid
+        for grid in study.grids:
+            check_grid(grid, list(extra), build=False)
     status = 0
     for grid in study.grids:
         argv = grid_argv(grid, root / grid.name, list(extra), resume_dir=root)
@@ -213,6 +271,8 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
             print(f"  {n} runs composed; each one's model built and its geometry checked")
             continue
         status = max(status, _run_tuned(study, grid, root, list(extra)) if study.tune else _run_hydra(argv))
+        if status == 2:  # an input error only Hydra's run could find (its paragraph is printed): not per grid
+            return status
         if status >= 128:
             print(f"stridelab: the study stopped in grid '{grid.name}'; run the same command again to finish it.")
             break

@@ -4,7 +4,9 @@ A checkpoint is Lightning's own (weights, optimizer, scheduler, loops: epoch and
 states) plus what an exact continuation also needs and Lightning leaves out: the random number
 generators' states (torch CPU and CUDA, numpy, Python, the augmentation's own) and the data order
 and position of the epoch in progress. It is written atomically to ``<run>/checkpoints/last.ckpt`` at the end of every
-``checkpoint.every_n_epochs``-th epoch and when a stop signal arrives. On the CPU a run stopped and
+``checkpoint.every_n_epochs``-th epoch and when a stop signal arrives; the one it replaces stays as ``previous.ckpt``
+(``checkpoint.keep_previous``), what a resume falls back to when ``last.ckpt`` was damaged by something else
+(:mod:`stridelab.training.resume`). On the CPU a run stopped and
 resumed from it ends with the same figures as a run that never stopped (tests/test_resume.py).
 
 Signals: SIGTERM (``kill``, ``timeout``, SLURM's preemption and time limit), SIGINT (Ctrl-C) and
@@ -21,6 +23,9 @@ import os
 import random
 import signal
 import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -28,17 +33,26 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from stridelab.errors import ConfigError, RunInterrupted
+from stridelab.errors import RunInterrupted
 from stridelab.files import atomic_path
-from stridelab.training.results import METRICS_FILE, read_metrics
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
+PREVIOUS = "previous.ckpt"
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / LAST
+
+
+def checkpoint_progress(checkpoint: dict) -> tuple[int, int, bool]:
+    """(whole epochs done, optimiser steps, saved mid-epoch) of a loaded checkpoint. Lightning's
+    ``epoch`` is the epoch it was saved in; one saved at an epoch's end has finished that epoch."""
+    saved = checkpoint.get("stridelab") or {}
+    mid_epoch = saved.get("data") is not None
+    epochs_done = int(checkpoint.get("epoch", 0)) + (0 if mid_epoch else 1)
+    return epochs_done, int(checkpoint.get("global_step", 0)), mid_epoch
 
 
 def rng_state() -> dict:
@@ -66,14 +80,16 @@ def set_rng_state(state: dict) -> None:
 
 class RunCheckpoint(Checkpoint):
     """Saves ``last.ckpt`` every ``every_n_epochs`` epochs (0: only on a stop signal) and on a stop
-    signal; restores the RNG states and the data position when Lightning resumes from one.
+    signal, the one it replaces kept as ``previous.ckpt`` with ``keep_previous``; restores the RNG
+    states and the data position when Lightning resumes from one.
 
     A :class:`~lightning.pytorch.callbacks.Checkpoint`, so Lightning calls its epoch-end hook after
     the LightningModule's: a diverged epoch (the module raises) is never saved."""
 
-    def __init__(self, path: str | os.PathLike, every_n_epochs: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike, every_n_epochs: int = 1, keep_previous: bool = False) -> None:
         self.path = Path(path)
-        self.every_n_epochs = int(every_n_epochs)
+        self.previous = self.path.with_name(PREVIOUS) if keep_previous else None
+        self.every_n_epochs = every_n_epochs  # checked with the config (stridelab.validation), before fit
         self.stop_signal: str | None = None  # set by StopSignals: stop at the end of this training step
         self.fitting = False
         self.saved = False  # whether this fit wrote a checkpoint
@@ -84,6 +100,8 @@ class RunCheckpoint(Checkpoint):
         if trainer.is_global_zero:
             with atomic_path(self.path) as tmp:
                 trainer.save_checkpoint(tmp, weights_only=False)  # the full state
+                if self.previous is not None and self.path.is_file():
+                    os.replace(self.path, self.previous)  # a rename: no copy, no second write
         else:
             trainer.save_checkpoint(self.path, weights_only=False)  # a collective call; only rank 0 writes
         self.saved = True
@@ -128,9 +146,7 @@ class RunCheckpoint(Checkpoint):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         saved = checkpoint.get("stridelab") or {}
-        mid_epoch = saved.get("data") is not None
-        epochs_done = int(checkpoint.get("epoch", 0)) + (0 if mid_epoch else 1)  # "epoch": the one it was saved in
-        self.resumed_from = (epochs_done, int(checkpoint.get("global_step", 0)))
+        self.resumed_from = checkpoint_progress(checkpoint)[:2]
         if not saved:
             return
         set_rng_state(saved["rng"])
@@ -163,25 +179,6 @@ def as_interruption(err: BaseException, checkpoint: RunCheckpoint | None) -> Bas
     return err
 
 
-def find_resume_point(run_dir: str | os.PathLike, config_hash: str) -> tuple[Path | None, int]:
-    """The checkpoint an unfinished run in ``run_dir`` left, and how often it was resumed before.
-    Refuses a checkpoint of another config (a folder reused for a different run)."""
-    ckpt = checkpoint_path(run_dir)
-    if not ckpt.is_file():
-        return None, 0
-    try:
-        before = read_metrics(Path(run_dir) / METRICS_FILE)
-    except (OSError, ValueError):
-        before = {}
-    if before.get("config_hash") not in (None, config_hash):
-        raise ConfigError(
-            f"{run_dir} holds a checkpoint of another configuration (config_hash {before['config_hash']}, "
-            f"this run's is {config_hash}): it cannot be resumed with these settings. Use another folder, or "
-            f"delete {ckpt.parent} to start this run afresh there."
-        )
-    return ckpt, int(before.get("resume/count") or 0)
-
-
 def remove_checkpoints(run_dir: str | os.PathLike) -> None:
     """A finished run's checkpoints (``model.pt`` stays): a 120-run study must not fill a disk."""
     folder = Path(run_dir) / CHECKPOINT_DIR
@@ -191,19 +188,23 @@ def remove_checkpoints(run_dir: str | os.PathLike) -> None:
         folder.rmdir()
 
 
-def checkpoint_step(ckpt: Path | None) -> int | None:
-    """The optimiser steps a checkpoint holds (None: no checkpoint, or one this PyTorch cannot read
-    without unpickling). A resumed run's TensorBoard writer purges what the run logged from this step
-    on before it stopped: those steps are trained and logged again."""
-    if ckpt is None:
-        return None
-    try:
-        return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    except Exception:  # an older checkpoint format: the curves keep the repeated steps, nothing else
-        return None
+@contextmanager
+def resume_warnings(datamodule, resume) -> Iterator[None]:
+    """Two of Lightning's warnings are false on a resume of ours, and silenced for this fit only:
+    "your dataloader is not resumable" on a mid-epoch resume, where a data module with ``resume_train``
+    gets its order and position back from the checkpoint (:class:`RunCheckpoint`), so the figures
+    equal an unbroken run's; and the CSV logger's "previous log files will be deleted", whose rows
+    :func:`stridelab.training.lifecycle.keep_csv_log` kept. A data module without ``resume_train``
+    (one of a user's own) keeps the first warning, where it is true."""
+    with warnings.catch_warnings():
+        if resume is not None:
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+            if resume.mid_epoch and hasattr(datamodule, "resume_train"):
+                warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+        yield
 
 
-def fit_kwargs(trainer: L.Trainer, ckpt: Path | None) -> dict:
+def fit_kwargs(trainer: L.Trainer, ckpt: str | os.PathLike | None) -> dict:
     """``trainer.fit`` arguments that resume from ``ckpt`` with ``weights_only=True`` where this
     Lightning can (2.5+); older ones load with PyTorch's default."""
     if ckpt is None:

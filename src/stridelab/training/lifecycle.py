@@ -17,19 +17,19 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from stridelab.config import config_hash
-from stridelab.errors import RunInterrupted
+from stridelab.errors import RunDiverged, RunInterrupted
 from stridelab.files import atomic_write_text
 from stridelab.training.checkpoint import (
     RunCheckpoint,
     StopSignals,
     as_interruption,
     checkpoint_path,
-    find_resume_point,
     forward_to_children,
 )
 from stridelab.training.ddp import ddp_environment, end_distributed, is_rank_zero
 from stridelab.training.lock import RunLock
 from stridelab.training.results import METRICS_FILE, RunResults, read_metrics
+from stridelab.training.resume import ResumePoint, find_resume_point
 
 
 class RunFinished(Exception):
@@ -45,9 +45,10 @@ class RunGuard:
         self.cfg, self.out, self.fields, self.unwrap = cfg, Path(out), fields, unwrap
         self.rank_zero = is_rank_zero()
         self.lock = RunLock(self.out) if self.rank_zero else None
-        every = (cfg.get("checkpoint") or {}).get("every_n_epochs", 1)
-        self.checkpoint = RunCheckpoint(checkpoint_path(self.out), every) if every is not None else None
-        self.resume_from: Path | None = None
+        settings = cfg.get("checkpoint") or {}
+        every, previous = settings.get("every_n_epochs", 1), settings.get("keep_previous", True)
+        self.checkpoint = RunCheckpoint(checkpoint_path(self.out), every, previous) if every is not None else None
+        self.resume_from: ResumePoint | None = None
         self.results: RunResults | None = None
         self._signals = StopSignals(self.checkpoint)
 
@@ -57,6 +58,8 @@ class RunGuard:
         run_hash = config_hash(self.cfg)
         if self.lock is not None:
             self.lock.acquire()  # before anything is written: the holder's metrics.json is left alone
+            if self.lock.taken_over:
+                print(f"stridelab: {self.lock.taken_over}", file=sys.stderr)
         try:
             resumes = 0
             if self.cfg.get("resume", True):
@@ -73,6 +76,8 @@ class RunGuard:
             if self.resume_from is not None:
                 self.results.update({"resume/count": resumes + 1})
                 keep_csv_log(self.out, resumes + 1)
+                if self.rank_zero:
+                    print(f"stridelab: resuming from {self.resume_from.describe()}", file=sys.stderr)
             if self.rank_zero:
                 atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
             self.results.write()
@@ -91,7 +96,8 @@ class RunGuard:
             if isinstance(ended, RunInterrupted):
                 self.results.record("interrupted", ended.reason())
             else:
-                self.results.record("failed", f"{type(ended).__name__}: {ended}")
+                status = RunDiverged.status if isinstance(ended, RunDiverged) else "failed"
+                self.results.record(status, f"{type(ended).__name__}: {ended}")
         finally:
             self._release()
         if ended is err:
@@ -124,11 +130,12 @@ def finished_here(run_dir: Path, config_hash: str) -> bool:
 class SweepOutcome:
     """What the jobs of one invocation ended with, for the exit status: 0 every run finished (or was
     skipped as finished); 1 a multirun had failed runs; 2 a single run failed; 128 + N a signal N
-    stopped it."""
+    stopped it. A diverged run counts as a failed one."""
 
     def __init__(self) -> None:
         self.finished: list[str] = []  # trained here, or found finished
         self.failed: list[str] = []
+        self.diverged: list[str] = []  # failed with a diverged loss (their own list: a learning rate to lower)
         self.skipped: list[str] = []  # another process holds them
         self.not_started: list[str] = []  # after a stop signal
         self.interrupted: RunInterrupted | None = None
@@ -136,8 +143,8 @@ class SweepOutcome:
         self.status = 0
         self.multirun = False
 
-    def fail(self, run_dir: str) -> None:
-        self.failed.append(run_dir)
+    def fail(self, run_dir: str, diverged: bool = False) -> None:
+        (self.diverged if diverged else self.failed).append(run_dir)
         self.status = max(self.status, 1 if self.multirun else 2)
 
     def interrupt(self, err: RunInterrupted) -> None:
@@ -173,6 +180,12 @@ class SweepOutcome:
         if self.failed:
             lines.append(f"stridelab: {len(self.failed)} run(s) failed (their metrics.json says why):")
             lines += [f"  {path}" for path in self.failed]
+        if self.diverged:
+            lines.append(
+                f"stridelab: {len(self.diverged)} run(s) diverged (their loss exploded: lower optimizer.lr or add "
+                "warm-up; they are left out of the tables' means and listed there):"
+            )
+            lines += [f"  {path}" for path in self.diverged]
         if self.skipped:
             lines.append(f"stridelab: {len(self.skipped)} run(s) skipped, another process is training them:")
             lines += [f"  {path}" for path in self.skipped]
