@@ -25,15 +25,19 @@ class DataError(StridelabError):
 class WriteError(StridelabError):
     """A file stridelab had to write could not be written (full disk, quota, read-only folder)."""
 
-    def __init__(self, path, err: OSError) -> None:
+    def __init__(self, path, err: OSError, atomic: bool = True) -> None:
         self.path, self.errno = str(path), err.errno
         cause = err.strerror or str(err)
+        kept = (
+            "Nothing was left half-written: the file is either its previous version or absent."
+            if atomic  # stridelab's own writes; a logger's event or CSV file is appended to in place
+            else "Its end may be cut short; metrics.json and the checkpoints, written whole, are not."
+        )
         super().__init__(
-            f"could not write {self.path}: {cause} (errno {err.errno}). Nothing was left half-written: the "
-            "file is either its previous version or absent. Free space or raise the quota on that disk, or "
-            "write elsewhere (paths.log_dir=/a/writable/folder, or hydra.run.dir / hydra.sweep.dir), then "
-            "run the same command again: finished runs are skipped and unfinished ones resume from their "
-            "last checkpoint."
+            f"could not write {self.path}: {cause} (errno {err.errno}). {kept} Free space or raise the quota "
+            "on that disk, or write elsewhere (paths.log_dir=/a/writable/folder, or hydra.run.dir / "
+            "hydra.sweep.dir), then run the same command again: finished runs are skipped and unfinished ones "
+            "resume from their last checkpoint."
         )
 
 

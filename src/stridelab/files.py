@@ -8,6 +8,7 @@ the results.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -59,6 +60,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+# What a disk says when it stops a write: full, over quota, past the file-size limit, read-only.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def as_write_error(err: BaseException) -> BaseException:
+    """A disk's refusal raised by a writer that is not ours (TensorBoard's event writer, Lightning's
+    CSV logger) as the :class:`WriteError` paragraph; anything else unchanged."""
+    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+        return WriteError(
+            err.filename or "a log file of the run (TensorBoard's or the CSV logger's)", err, atomic=False
+        )
+    return err
 
 
 def write_failure(err: RuntimeError, tmp: Path) -> OSError | None:

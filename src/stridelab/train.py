@@ -128,10 +128,12 @@ def _train_and_measure(cfg, out: Path, guard: RunGuard, callbacks, timer, t0) ->
         with atomic_path(out / "model.pt") as tmp:
             torch.save(model.state_dict(), tmp)
     results.update({"time/total_s": time.perf_counter() - t0})
+    # Before the run is ok and its checkpoints go: a disk that refuses the event files leaves a run
+    # that resumes from its last checkpoint, not a finished run marked failed with nothing to resume.
+    log_tensorboard(parts.loggers, results.data, measurement, trainer.global_step)
     results.succeed()
     if not cfg.get("checkpoint", {}).get("keep", False):
         remove_checkpoints(out)
-    log_tensorboard(parts.loggers, results.data, measurement, trainer.global_step)
     return results.data
 
 

@@ -39,4 +39,5 @@ def log_tensorboard(loggers, metrics: dict, measurement, step: int) -> None:
                 lg.log_hyperparams(hparams, metrics=finals, step=step)
             else:
                 lg.log_hyperparams(hparams, metrics=finals)
+            lg.experiment.flush()  # the event writer's thread reports a full disk here, not at exit
             lg.finalize("success")

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stridelab.config import config_hash
 from stridelab.errors import RunDiverged, RunInterrupted
-from stridelab.files import atomic_write_text
+from stridelab.files import as_write_error, atomic_write_text
 from stridelab.training.checkpoint import (
     RunCheckpoint,
     StopSignals,
@@ -92,7 +92,7 @@ class RunGuard:
         try:
             if err is None:
                 return False
-            ended = as_interruption(self.unwrap(err), self.checkpoint)
+            ended = as_write_error(as_interruption(self.unwrap(err), self.checkpoint))
             if isinstance(ended, RunInterrupted):
                 self.results.record("interrupted", ended.reason())
             else:
