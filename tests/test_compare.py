@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -138,6 +139,8 @@ def test_hparams_columns_start_with_the_headline_figures():
     from stridelab.metrics.tensorboard import log_tensorboard
 
     class Spy(TensorBoardLogger):
+        experiment = SimpleNamespace(flush=lambda: None)  # log_tensorboard flushes the writer
+
         def __init__(self) -> None:
             self.seen = None
 

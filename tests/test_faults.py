@@ -276,34 +276,26 @@ def test_a_torch_save_stopped_by_the_disk_is_a_write_error(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no partial file, no temporary left
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "case,limit,settings,expect",
-    [
-        # torch.save reported the full disk as a RuntimeError: a traceback, exit 1
-        ("model.pt", 64_000, ["logger=csv", "model.width=32", "save_weights=true"], "run/model.pt: File too large"),
-        # TensorBoard's event writer (not ours, appends in place): a traceback, and the finished run marked failed
-        ("events", 30_000, ["logger=tensorboard", "save_weights=false"], "a log file of the run"),
-    ],
-)
-def test_a_full_disk_after_training_fails_the_run_with_one_paragraph_keeping_its_figures(
-    case, limit, settings, expect, tmp_path
-):
-    script = (
-        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
-        "from stridelab.train import main; sys.argv = ['stridelab.train'] + sys.argv[1:]; main()"
-    )
+def test_a_disk_that_refuses_tensorboard_leaves_a_resumable_run_with_its_figures(tmp_path, compose, monkeypatch):
+    """TensorBoard's event writer (not ours; it appends in place) hit a full disk after the run was
+    recorded ok and its checkpoints removed: a traceback, and a finished run marked failed with nothing
+    to resume from. Now the event files are written (and flushed) before the run is ok."""
+    import errno
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    cfg = compose(["experiment=smoke", "logger=tensorboard", "metrics.skip=[probe,cost]"], tmp_path)
     out = tmp_path / "run"
-    args = ["experiment=smoke", *settings, "checkpoint.every_n_epochs=null", f"hydra.run.dir={out}"]
-    env = {**os.environ, "STRIDELAB_ROOT": str(tmp_path)}
-    proc = subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
-    )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "stridelab: error: could not write " in proc.stderr and expect in proc.stderr, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    monkeypatch.setattr(SummaryWriter, "add_image", full)  # the suite's figures, written after the test
+    with pytest.raises(WriteError, match="could not write a log file of the run .*: No space left on device"):
+        run(cfg)
     record = json.loads((out / "metrics.json").read_text())
-    assert record["status"] == "failed" and "could not write" in record["reason"]
+    assert record["status"] == "failed" and "Its end may be cut short" in record["reason"]
     assert "test/acc" in record and "shift/circular_consistency" in record  # what was computed is kept
-    assert not (out / "model.pt").exists() and not list(out.rglob("*.tmp"))
+    assert checkpoint_path(out).is_file()  # resumable
+    monkeypatch.undo()
+    again = run(cfg)  # space freed: the same command finishes it from its last checkpoint
+    assert again["status"] == "ok" and again["resume/count"] == 1 and again["test/acc"] == record["test/acc"]

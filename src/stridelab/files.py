@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +75,25 @@ def as_write_error(err: BaseException) -> BaseException:
             err.filename or "a log file of the run (TensorBoard's or the CSV logger's)", err, atomic=False
         )
     return err
+
+
+@contextmanager
+def disk_errors_said_once() -> Iterator[None]:
+    """A writer thread that dies of a full disk (TensorBoard's event writer) prints a traceback, and
+    its owner raises the same error again in the main thread at the next write, where the run says it
+    in one paragraph (:func:`as_write_error`). While the block runs such a thread's traceback is left
+    out; every other error of a thread is printed as before."""
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_ERRNOS):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def write_failure(err: RuntimeError, tmp: Path) -> OSError | None:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from stridelab.build import build_run, check_data_on_disk, unwrap_error, variant_fields
 from stridelab.config import CONFIG_DIR, SWEPT_ENV, config_hash, register_resolvers, swept_keys
 from stridelab.errors import RunDiverged, RunInterrupted, StridelabError
-from stridelab.files import atomic_path
+from stridelab.files import atomic_path, disk_errors_said_once
 from stridelab.metrics.suite import METRIC_GROUPS
 from stridelab.metrics.tensorboard import log_tensorboard
 from stridelab.training.checkpoint import StopSignals, fit_kwargs, remove_checkpoints, resume_warnings
@@ -62,7 +62,7 @@ def run(cfg: DictConfig, output_dir: str | os.PathLike | None = None, callbacks=
     """
     out = Path(output_dir or cfg.paths.output_dir)
     t0 = time.perf_counter()
-    with RunGuard(cfg, out, variant_fields(cfg), unwrap=unwrap_error) as guard:
+    with RunGuard(cfg, out, variant_fields(cfg), unwrap=unwrap_error) as guard, disk_errors_said_once():
         validate_config(cfg)  # a bad value ends here, recorded as failed, before any work
         check_added_keys(cfg, hydra_overrides())  # a +key that nothing reads (a typo) too
         check_data_on_disk(cfg.data)  # before torch and Lightning are imported: missing data fails at once
