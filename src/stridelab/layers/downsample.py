@@ -28,6 +28,11 @@ polyphase component (:mod:`stridelab.layers.polyphase`), optionally after a stri
 (:meth:`Downsample.residual` ties the two). The dense 2x2 max of ``blurpool``/``aps``/``lps`` pool
 positions is unpadded as in Zhang's reference, except under circular padding
 (:func:`~stridelab.layers.pool.create_dense_max`).
+
+Underneath the three builders is one notion, :meth:`Downsample.subsampler`: the module that replaces
+a stride-2 subsampling (the stride of a conv or pool, which then runs at stride 1), tied to a
+block's choice or not. The builders are made of it, and so is :func:`stridelab.models.convert`,
+which puts it at the downsampling sites of any CNN.
 """
 
 from __future__ import annotations
@@ -63,7 +68,20 @@ class Downsample:
     name: ClassVar[str] = "base"
     # True when pooling positions are removed and the preceding conv takes the stride instead.
     strides_previous_conv: ClassVar[bool] = False
+    # True when the subsampler chooses its grid from the data (APS, LPS): the strided ops of a
+    # residual block must then share one choice (``tie``).
+    adaptive_grid: ClassVar[bool] = False
     pool_size: int | None = None
+
+    def subsampler(
+        self, kit: ConvKit, channels: int, tie: PolyphaseTie | None = None, follows: bool = False
+    ) -> nn.Module | None:
+        """What replaces a stride-2 subsampling of a ``channels``-channel map: the module that halves
+        the map where a strided conv or pool did (which then runs at stride 1); None: the strategy
+        keeps the stride (``conv``, ``strided``). ``tie``: the polyphase choice shared by the strided
+        ops of one residual block (APS, LPS): the one that ``follows`` takes the grid the other chose;
+        other strategies ignore it (their grid is fixed)."""
+        return None
 
     def block(self, kit: ConvKit, in_chs: int, out_chs: int, kernel_size: int = 3) -> nn.Module:
         raise NotImplementedError
@@ -118,24 +136,24 @@ class StridedDownsample(ConvDownsample):
 class _PoolDownsample(Downsample):
     kind: ClassVar[str] = "max"
 
-    def _reduce(self, kit, channels, pool_size=2):
+    def subsampler(self, kit, channels, tie=None, follows=False, pool_size: int = 2):
         return create_pool(self.kind, pool_size, 2, kit.padding.mode)
 
     def block(self, kit, in_chs, out_chs, kernel_size=3):
         return nn.Sequential(
             OrderedDict(
                 block=kit.conv_block(in_chs, out_chs, kernel_size, stride=1),
-                pool=self._reduce(kit, out_chs, self._pool_size(2)),
+                pool=self.subsampler(kit, out_chs, pool_size=self._pool_size(2)),
             )
         )
 
     def pool(self, kit, channels, pool_size):
-        return self._reduce(kit, channels, self._pool_size(pool_size))
+        return self.subsampler(kit, channels, pool_size=self._pool_size(pool_size))
 
     def shortcut(self, kit, in_chs, out_chs):
         return nn.Sequential(
             OrderedDict(
-                pool=self._reduce(kit, in_chs, 2), conv=kit.conv(in_chs, out_chs, 1), norm=kit.norm_layer(out_chs)
+                pool=self.subsampler(kit, in_chs), conv=kit.conv(in_chs, out_chs, 1), norm=kit.norm_layer(out_chs)
             )
         )
 
@@ -165,22 +183,19 @@ class BlurPoolDownsample(_PoolDownsample):
     def __post_init__(self):
         binomial_filter(int(self.filter_size))  # refuse unsupported sizes when the config is read
 
-    def _reduce(self, kit, channels, pool_size=2):
+    def subsampler(self, kit, channels, tie=None, follows=False, pool_size=2):
         return BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding)
 
     def pool(self, kit, channels, pool_size):
         # MaxBlurPool: max over a dense 2x2 window (stride 1), then blur and subsample.
-        return nn.Sequential(
-            OrderedDict(
-                max=create_dense_max(kit.padding.mode),
-                blur=BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding),
-            )
-        )
+        return nn.Sequential(OrderedDict(max=create_dense_max(kit.padding.mode), blur=self.subsampler(kit, channels)))
 
 
 @dataclass
 class _PolyphaseDownsample(Downsample):
     """Conv(s1)+norm+act then a polyphase selection; see :mod:`stridelab.layers.polyphase`."""
+
+    adaptive_grid: ClassVar[bool] = True
 
     filter_size: int = 1  # binomial blur (stride 1) before the selection; 1 = none
 
@@ -190,7 +205,9 @@ class _PolyphaseDownsample(Downsample):
     def _select(self, kit: ConvKit, channels: int, tie: PolyphaseTie | None) -> nn.Module:
         raise NotImplementedError
 
-    def _with_blur(self, kit, channels, select):
+    def subsampler(self, kit, channels, tie=None, follows=False):
+        # A follower takes its block's grid; the one that chooses (or an untied one) selects its own.
+        select = TiedPolyphase(tie, kit.padding.mode) if follows else self._select(kit, channels, tie)
         if int(self.filter_size) == 1:
             return select
         return nn.Sequential(
@@ -202,25 +219,19 @@ class _PolyphaseDownsample(Downsample):
         return nn.Sequential(
             OrderedDict(
                 block=kit.conv_block(in_chs, out_chs, kernel_size, stride=1),
-                down=self._with_blur(kit, out_chs, self._select(kit, out_chs, tie)),
+                down=self.subsampler(kit, out_chs, tie),
             )
         )
 
     def pool(self, kit, channels, pool_size):
         # MaxPool(stride2) --> MaxPool(stride1)-Select(stride2), as MaxBlurPool does
-        return nn.Sequential(
-            OrderedDict(
-                max=create_dense_max(kit.padding.mode),
-                down=self._with_blur(kit, channels, self._select(kit, channels, None)),
-            )
-        )
+        return nn.Sequential(OrderedDict(max=create_dense_max(kit.padding.mode), down=self.subsampler(kit, channels)))
 
     def shortcut(self, kit, in_chs, out_chs, tie=None):
         # Untied (no block beside it): a selection of its own on the block input.
-        select = TiedPolyphase(tie, kit.padding.mode) if tie is not None else self._select(kit, in_chs, None)
         return nn.Sequential(
             OrderedDict(
-                down=self._with_blur(kit, in_chs, select),
+                down=self.subsampler(kit, in_chs, tie, follows=tie is not None),
                 conv=kit.conv(in_chs, out_chs, 1),
                 norm=kit.norm_layer(out_chs),
             )

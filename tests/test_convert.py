@@ -1,0 +1,175 @@
+"""stridelab.models.convert: any CNN gets any downsampling strategy (issue 20, part 1).
+
+Each layout is pinned against Zhang 2019's antialiased-cnns models (the placement table of
+convert's docstring); APS and LPS conversions are exactly shift invariant where they must be.
+Big networks are built on the meta device where no forward pass is needed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from stridelab.errors import ConfigError
+from stridelab.layers import BlurPool2d
+from stridelab.layers.polyphase import AdaptivePolyphase, LearnablePolyphase, TiedPolyphase
+from stridelab.models.convert import convert
+
+
+def _tv(name: str, meta: bool = False, **kwargs) -> nn.Module:
+    if meta:
+        with torch.device("meta"):
+            return getattr(torchvision.models, name)(num_classes=10, **kwargs)
+    return getattr(torchvision.models, name)(num_classes=10, **kwargs)
+
+
+def _order(gm) -> list[str]:
+    """The module calls of a converted network, in the order they run."""
+    return [n.target for n in gm.graph.nodes if n.op == "call_module"]
+
+
+def _follows(gm, first: str, then: str) -> bool:
+    """``then`` runs right after a call of ``first`` (a module may be called several times: ReLU)."""
+    order = _order(gm)
+    return order[order.index(then) - 1] == first
+
+
+def _is_blur(module, stride=2) -> bool:
+    return isinstance(module, BlurPool2d) and module.stride == stride and module.filter_size == 3
+
+
+def test_resnet18_blurpool_is_zhangs_layout_and_keeps_every_parameter_name():
+    model = _tv("resnet18")
+    gm = convert(model, "blurpool")
+    assert set(gm.state_dict()) == set(model.state_dict())
+    assert gm.conv1.stride == (2, 2)  # stem="keep": antialiased-cnns leaves the stem conv strided
+    # MaxPool(3, s2, p1) -> MaxPool(2, s1) + BlurPool: the stem of Zhang's ResNet
+    assert isinstance(gm.maxpool.max, nn.MaxPool2d) and gm.maxpool.max.kernel_size == 2
+    assert gm.maxpool.max.stride == 1 and gm.maxpool.max.padding == 0 and _is_blur(gm.maxpool.down)
+    for layer in ("layer2", "layer3", "layer4"):
+        block = gm.get_submodule(f"{layer}.0")
+        assert block.conv1.stride == (1, 1) and _is_blur(block.conv1_down)
+        # BasicBlock: conv1 s1, blur after bn1 + relu, before conv2
+        assert _follows(gm, f"{layer}.0.relu", f"{layer}.0.conv1_down")
+        assert _follows(gm, f"{layer}.0.conv1_down", f"{layer}.0.conv2")
+        # the shortcut: blur, then the 1x1 projection at stride 1
+        assert gm.get_submodule(f"{layer}.0.downsample.0").stride == (1, 1)
+        assert _follows(gm, f"{layer}.0.downsample.0_down", f"{layer}.0.downsample.0")
+    assert gm(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    assert model.layer2[0].conv1.stride == (2, 2)  # the original is left alone
+
+
+def test_resnet50_bottleneck_blurs_after_conv2_before_conv3():
+    model = _tv("resnet50", meta=True)
+    gm = convert(model, "blurpool")
+    assert set(gm.state_dict()) == set(model.state_dict())
+    for layer in ("layer2", "layer3", "layer4"):
+        assert gm.get_submodule(f"{layer}.0.conv2").stride == (1, 1)
+        assert gm.get_submodule(f"{layer}.0.conv1").stride == (1, 1)
+        assert _follows(gm, f"{layer}.0.relu", f"{layer}.0.conv2_down")  # after bn2 + relu
+        assert _follows(gm, f"{layer}.0.conv2_down", f"{layer}.0.conv3")
+        assert _is_blur(gm.get_submodule(f"{layer}.0.conv2_down"))
+
+
+def test_vgg16_max_pools_become_max_blur_pools():
+    model = _tv("vgg16", meta=True)
+    gm = convert(model, "blurpool")
+    pools = [i for i, m in enumerate(model.features) if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 5 and set(gm.state_dict()) == set(model.state_dict())
+    for i in pools:
+        pool = gm.features.get_submodule(str(i))
+        assert pool.max.kernel_size == 2 and pool.max.stride == 1 and _is_blur(pool.down)
+        assert pool.down.channels == model.features[i - 2].out_channels
+
+
+def test_densenet121_keeps_the_stem_pools_window_and_blurs_the_transitions():
+    model = _tv("densenet121", meta=True)
+    gm = convert(model, "blurpool", dense_max="keep")
+    assert set(gm.state_dict()) == set(model.state_dict())
+    assert gm.features.conv0.stride == (2, 2)
+    pool0 = gm.features.pool0  # Zhang's DenseNet: MaxPool(3, s1, p1) + BlurPool
+    assert (pool0.max.kernel_size, pool0.max.stride, pool0.max.padding) == (3, 1, 1) and _is_blur(pool0.down)
+    for i in (1, 2, 3):
+        transition = gm.features.get_submodule(f"transition{i}")
+        assert _is_blur(transition.pool)  # AvgPool(2, s2) -> the blur alone
+        assert transition.pool.channels == transition.conv.out_channels
+
+
+def test_mobilenet_v2_blurs_after_the_depthwise_conv_and_its_relu6():
+    model = _tv("mobilenet_v2", meta=True)
+    gm = convert(model, "blurpool")
+    assert set(gm.state_dict()) == set(model.state_dict())
+    assert gm.get_submodule("features.0.0").stride == (2, 2)  # the stem conv reads the image: kept
+    strided = [i for i, b in enumerate(model.features[1:], 1) if getattr(b, "stride", 1) == 2]
+    assert strided == [2, 4, 7, 14]
+    for i in strided:
+        depthwise = f"features.{i}.conv.1.0"
+        assert gm.get_submodule(depthwise).stride == (1, 1)
+        # conv(dw, s1) -> BN -> ReLU6 -> blur -> the pointwise-linear conv
+        assert _follows(gm, f"features.{i}.conv.1.2", f"{depthwise}_down")
+        assert _follows(gm, f"{depthwise}_down", f"features.{i}.conv.2")
+        assert _is_blur(gm.get_submodule(f"{depthwise}_down"))
+
+
+def test_the_stem_is_converted_on_request_and_conv_leaves_every_site():
+    gm = convert(_tv("resnet18"), "blurpool", stem="convert")
+    assert gm.conv1.stride == (1, 1) and _follows(gm, "relu", "conv1_down")
+    same = convert(_tv("resnet18"), "conv")
+    assert same.conv1.stride == (2, 2) and same.layer2[0].conv1.stride == (2, 2)
+    assert same.stridelab_conversion.sites == []
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("strategy", ["aps", "lps"])
+def test_polyphase_conversions_are_exactly_shift_invariant_with_circular_padding(arch, strategy):
+    torch.manual_seed(0)
+    model = _tv(arch, **({"width_per_group": 16} if arch == "resnet50" else {}))  # a quarter of its inner width
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    shifted = torch.roll(x, (3, 5), (2, 3))
+    gm = convert(model, strategy, "circular", stem="convert").double().eval()
+    y = gm(x)
+    assert torch.allclose(gm(shifted), y, atol=1e-10 * y.abs().max().item())
+    # every shortcut takes its block's grid: one chooser and its followers share one tie
+    report = gm.stridelab_conversion
+    assert len(report.tied) == 3
+    for main, shortcut in report.tied:
+        chooser = gm.get_submodule(main.split()[1] + "_down")
+        follower = gm.get_submodule(shortcut.split()[1] + "_down")
+        assert isinstance(chooser, (AdaptivePolyphase, LearnablePolyphase)) and isinstance(follower, TiedPolyphase)
+        assert follower.tie is chooser.tie is not None
+    if strategy == "aps":  # the counter-cases: the stem kept strided, or zero padding, break the invariance
+        for kwargs in ({"padding": "circular", "stem": "keep"}, {"padding": "zeros", "stem": "convert"}):
+            other = convert(model, strategy, **kwargs).double().eval()
+            assert (other(shifted) - other(x)).abs().max() > 1e-3
+
+
+def test_an_untied_shortcut_would_break_the_invariance():
+    """The test above would catch a converter that forgot the tie: untie one and it fails."""
+    torch.manual_seed(0)
+    gm = convert(_tv("resnet18"), "aps", "circular", stem="convert").double().eval()
+    gm.layer3.get_submodule("0").downsample.add_module("0_down", AdaptivePolyphase("l2", "circular"))
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    diffs = [(gm(torch.roll(x, (i, j), (2, 3))) - gm(x)).abs().max().item() for i, j in ((1, 0), (0, 1), (3, 5))]
+    assert max(diffs) > 1e-3
+
+
+def test_conversion_reports_and_refusals():
+    report = convert(_tv("resnet18"), "maxpool").stridelab_conversion
+    assert "maxpool maxpool (already a max pool)" in report.kept and "conv conv1 (the stem, stem=keep)" in report.kept
+    assert report.tied == []  # a fixed grid needs no tie
+    with pytest.raises(ConfigError, match="Unknown model.stem 'both'"):
+        convert(_tv("resnet18"), "blurpool", stem="both")
+    with pytest.raises(ConfigError, match="padding=partial cannot be applied to a converted network yet"):
+        convert(_tv("resnet18"), "blurpool", "partial")
+    with pytest.raises(ConfigError, match="Unknown downsample"):
+        convert(_tv("resnet18"), "lanczos")
+
+
+def test_a_padding_mode_repads_every_conv_and_pool():
+    gm = convert(_tv("resnet18"), "conv", "reflect")
+    convs = [m for m in gm.modules() if isinstance(m, nn.Conv2d) and m.padding != (0, 0)]
+    assert convs and all(m.padding_mode == "reflect" for m in convs)
+    assert gm.maxpool[0].mode == "reflect" and gm.maxpool[1].padding == 0  # the pool's own pad, now reflected
+    assert gm(torch.randn(1, 3, 64, 64)).shape == (1, 10)
