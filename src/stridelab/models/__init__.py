@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from stridelab.models.allcnn import AllCNN, allcnn_c
 from stridelab.models.base import MODEL_REGISTRY, StagedNet
+from stridelab.models.convert import Conversion, convert
 from stridelab.models.geometry import check_geometry, trace
 from stridelab.models.redgreen import RedGreenNet
 from stridelab.models.resnet import CifarResNet, resnet20
@@ -19,6 +20,8 @@ def create_model(name: str, **kwargs) -> StagedNet:
 __all__ = [
     "MODEL_REGISTRY",
     "create_model",
+    "convert",
+    "Conversion",
     "check_geometry",
     "trace",
     "AllCNN",
