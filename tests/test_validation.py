@@ -405,6 +405,7 @@ def test_an_added_key_that_nothing_reads_is_refused_with_did_you_mean(run_main, 
     [
         (["+optimzer.lr=0.1"], "optimzer.lr"),
         (["+checkpoint.every=3"], "checkpoint.every"),
+        (["+paths.logs=/tmp/x"], "paths.logs"),  # under a group's node, but nothing reads it
         (["++seed2=3"], "seed2"),
         (["+tags.owner=ana", "notes=why"], None),  # free metadata has its place
         (["+my_lr=0.05", "optimizer.lr=${my_lr}"], None),  # read through an interpolation

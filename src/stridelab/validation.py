@@ -345,7 +345,7 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
     for o in added:
         key = o.key_or_group
         first = key.split(".")[0]
-        if first in groups or first in ("hydra", *FREE_KEYS) or _built_above(plain, key):
+        if key in groups or first in ("hydra", *FREE_KEYS) or _built_above(plain, key):  # key in groups: +group=option
             continue
         if re.search(r"\$\{" + re.escape(key) + r"[}.\[]", text):
             continue
@@ -361,7 +361,7 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
 
 
 def _built_above(plain: dict, key: str) -> bool:
-    """Whether a node above ``key`` (or ``key``'s own node) is built with ``_target_``."""
+    """Whether a node above ``key`` is built with ``_target_`` (its constructor then sees the key)."""
     node = plain
     for part in key.split(".")[:-1]:
         node = node.get(part) if isinstance(node, dict) else None
