@@ -173,3 +173,39 @@ def test_a_padding_mode_repads_every_conv_and_pool():
     assert convs and all(m.padding_mode == "reflect" for m in convs)
     assert gm.maxpool[0].mode == "reflect" and gm.maxpool[1].padding == 0  # the pool's own pad, now reflected
     assert gm(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+# -- a torchvision network by name (issue 20, part 2 in part) ---------------------------------------------
+def test_torchvision_net_by_name_with_the_cifar_stem_and_other_channels():
+    from stridelab.models.torchvision_net import torchvision_net
+
+    net = torchvision_net("resnet18", num_classes=7, in_chans=1, cifar_stem=True)
+    assert net.conv1.stride == (1, 1) and net.conv1.kernel_size == (3, 3) and isinstance(net.maxpool, nn.Identity)
+    assert net(torch.randn(2, 1, 32, 32)).shape == (2, 7)
+    # the CIFAR ResNet-18 of the APS code, converted: exactly invariant (its stem no longer strides)
+    torch.manual_seed(0)
+    gm = convert(torchvision_net("resnet18", cifar_stem=True), "aps", "circular").double().eval()
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    assert torch.allclose(gm(torch.roll(x, (1, 2), (2, 3))), gm(x), atol=1e-10)
+    with pytest.raises(ConfigError, match=r"model.arch=resnet19 is not a torchvision classification model \(did"):
+        torchvision_net("resnet19")
+    with pytest.raises(ConfigError, match="cifar_stem=true is for the ResNet family"):
+        torchvision_net("vgg11", cifar_stem=True)
+
+
+def test_torchvision_net_loads_local_weights_safely(tmp_path):
+    from stridelab.errors import DataError
+    from stridelab.models.torchvision_net import torchvision_net
+
+    saved = torchvision_net("resnet18", num_classes=10)
+    path = tmp_path / "w.pt"
+    torch.save({"state_dict": saved.state_dict()}, path)  # a Lightning-style checkpoint dict
+    loaded = torchvision_net("resnet18", num_classes=10, weights=path)
+    assert torch.equal(loaded.fc.weight, saved.fc.weight)
+    with pytest.raises(DataError, match="does not fit this network"):
+        torchvision_net("resnet18", num_classes=5, weights=path)
+    path.write_bytes(b"\x80\x04\x95 not a zip")
+    with pytest.raises(DataError, match="cannot be read as plain tensors"):
+        torchvision_net("resnet18", weights=path)
+    with pytest.raises(DataError, match="no such file"):
+        torchvision_net("resnet18", weights=tmp_path / "missing.pt")
