@@ -13,7 +13,8 @@ import torch.nn as nn
 import torchvision
 
 from stridelab.errors import ConfigError
-from stridelab.layers import BlurPool2d
+from stridelab.layers import BlurPool2d, PaddingSpec
+from stridelab.layers.partial import PartialConv2d
 from stridelab.layers.polyphase import AdaptivePolyphase, LearnablePolyphase, TiedPolyphase
 from stridelab.models.convert import convert
 
@@ -161,8 +162,25 @@ def test_conversion_reports_and_refusals():
     assert report.tied == []  # a fixed grid needs no tie
     with pytest.raises(ConfigError, match="Unknown model.stem 'both'"):
         convert(_tv("resnet18"), "blurpool", stem="both")
-    with pytest.raises(ConfigError, match="padding=partial cannot be applied to a converted network yet"):
-        convert(_tv("resnet18"), "blurpool", "partial")
+    with pytest.raises(ConfigError, match="padding.amount=full does not apply to a converted network"):
+        convert(_tv("resnet18"), "blurpool", PaddingSpec(mode="reflect", amount="full"))
+
+
+class _Branchy(nn.Module):
+    """A forward that branches on a tensor value: fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) if x.sum() > 0 else x
+
+
+def test_a_network_fx_cannot_trace_is_refused_in_one_paragraph():
+    with pytest.raises(ConfigError, match=r"cannot convert _Branchy: torch.fx cannot trace it \(TraceError") as err:
+        convert(_Branchy(), "blurpool")
+    assert "\n" not in str(err.value) and "register_notrace_module" in str(err.value)
     with pytest.raises(ConfigError, match="Unknown downsample"):
         convert(_tv("resnet18"), "lanczos")
 
@@ -173,6 +191,27 @@ def test_a_padding_mode_repads_every_conv_and_pool():
     assert convs and all(m.padding_mode == "reflect" for m in convs)
     assert gm.maxpool[0].mode == "reflect" and gm.maxpool[1].padding == 0  # the pool's own pad, now reflected
     assert gm(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_partial_padding_makes_every_padded_conv_a_partial_conv_with_the_same_parameters():
+    model = _tv("resnet18")
+    gm = convert(model, "blurpool", "partial")
+    gm.load_state_dict(model.state_dict(), strict=True)
+    padded = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.padding != (0, 0)]
+    assert padded and all(isinstance(gm.get_submodule(n), PartialConv2d) for n in padded)
+    assert not isinstance(gm.get_submodule("layer2.0.downsample.0"), PartialConv2d)  # unpadded 1x1: as it was
+    assert gm.layer2.get_submodule("0").conv1_down.partial  # the inserted blur normalises in-image taps
+    # re-scaled by window size / in-image taps: with a box kernel a constant image gives a constant map,
+    # where zero padding darkens the border
+    for conv in (model.conv1, gm.conv1):
+        with torch.no_grad():
+            conv.weight.fill_(1.0)
+        out = conv(torch.ones(1, 3, 16, 16))
+        flat = torch.allclose(out, torch.full_like(out, 3 * 49.0))
+        assert flat == (conv is gm.conv1)
+    # DenseNet's stem pool (3x3, pad 1) kept: its max ignores the padding, as PyTorch's does
+    gm = convert(_tv("densenet121", meta=True), "blurpool", "partial", dense_max="keep")
+    assert gm.features.pool0.max.padding == 1
 
 
 # -- a torchvision network by name (issue 20, part 2 in part) ---------------------------------------------

@@ -48,15 +48,36 @@ class PartialConv2d(nn.Conv2d):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
         pad: tuple[int, int, int, int] = (0, 0, 0, 0),
-        dilation: int = 1,
+        dilation: int | tuple[int, int] = 1,
         bias: bool = True,
+        groups: int = 1,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, dilation=dilation, bias=bias)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=0, dilation=dilation, groups=groups, bias=bias
+        )
         self.pad = tuple(int(p) for p in pad)
         self._ratios: dict = {}  # per input size, device and dtype; cheap to rebuild, so not a buffer
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> PartialConv2d:
+        """A partial conv computing what zero-padded ``conv`` computes inside the image, sharing its
+        parameters (so their names and values stay): the converter's ``padding=partial``."""
+        pad_h, pad_w = conv.padding
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            (pad_w, pad_w, pad_h, pad_h),
+            conv.dilation,
+            bias=conv.bias is not None,
+            groups=conv.groups,
+        )
+        new.weight, new.bias = conv.weight, conv.bias
+        return new
 
     def ratio(self, size: tuple[int, int], device, dtype) -> torch.Tensor:
         key = (tuple(size), str(device), dtype)

@@ -34,8 +34,9 @@ convs and pools alone and pads inserted filters reflect, as Zhang's reference; a
 every padded conv and pool of the network with it, and the inserted filters too.
 
 Sites the converter does not rewrite, and says so in :attr:`Conversion.skipped`: functional pooling
-calls (``F.max_pool2d``), strides other than 2 (ConvNeXt's 4x4 patchify stem), and ``partial``
-padding of a network's own convs (refused: its convs would need to become partial convs).
+calls (``F.max_pool2d``) and strides other than 2 (ConvNeXt's 4x4 patchify stem). ``padding=partial``
+makes every padded conv a partial convolution (Liu et al. 2018) with the same parameters, every padded
+average pool an average over in-image taps, and the inserted filters partial too.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
 from stridelab.layers import ConvKit, Downsample, Pad2d, PaddingSpec, create_downsample
-from stridelab.layers.padding import CONV_PADDING_MODES
 from stridelab.layers.polyphase import PolyphaseTie
+from stridelab.layers.partial import PartialConv2d
 from stridelab.layers.pool import create_dense_max
+from stridelab.models.tracing import symbolic_trace
 
 STEMS = ("keep", "convert")
 DENSE_MAX = ("2x2", "keep")
@@ -110,7 +112,7 @@ def convert(
             _repad_pools(model, spec.mode)
         model.stridelab_conversion = report
         return model
-    gm = fx.symbolic_trace(model)
+    gm = symbolic_trace(model)
     sites = _find_sites(gm, report)
     for site in sites:
         if site.kind == "conv" and stem == "keep" and _reads_input(site.node):
@@ -139,12 +141,6 @@ def _padding_spec(padding) -> PaddingSpec | None:
     if padding is None:
         return None
     spec = PaddingSpec(mode=padding) if isinstance(padding, str) else padding
-    if spec.mode not in CONV_PADDING_MODES:
-        raise ConfigError(
-            f"padding={spec.mode} cannot be applied to a converted network yet: its convolutions would have to "
-            f"become partial convolutions. Use one of {', '.join(CONV_PADDING_MODES)}, or padding=null to keep "
-            "the network's own padding."
-        )
     if spec.amount != "same":
         raise ConfigError(
             f"padding.amount={spec.amount} does not apply to a converted network: it keeps each conv's own "
@@ -154,18 +150,33 @@ def _padding_spec(padding) -> PaddingSpec | None:
 
 
 def _repad_convs(model: nn.Module, mode: str) -> None:
-    """Every padded conv of ``model`` pads with ``mode`` (in place)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d) and module.padding != "valid" and _pair(module.padding) != (0, 0):
+    """Every padded conv of ``model`` pads with ``mode`` (in place); ``partial`` makes it a
+    :class:`~stridelab.layers.partial.PartialConv2d` with the same parameters."""
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Conv2d) or isinstance(module, PartialConv2d):
+            continue
+        if module.padding == "same":  # PyTorch's string padding: the symmetric amount it stands for
+            module.padding = tuple(d * (k - 1) // 2 for d, k in zip(module.dilation, module.kernel_size))
+        if module.padding == "valid" or _pair(module.padding) == (0, 0):
+            continue
+        if mode == "partial":
+            _set_module(model, name, PartialConv2d.of(module))
+        else:
             module.padding_mode = mode
 
 
 def _repad_pools(model: nn.Module, mode: str) -> None:
-    """Every padded max or average pool of ``model`` pads with ``mode`` (zeros: PyTorch's own)."""
+    """Every padded max or average pool of ``model`` pads with ``mode`` (zeros: PyTorch's own).
+    ``partial``: an average pool averages over its in-image taps, a max pool is left as it is (its
+    padding never wins in PyTorch), as the built-in models' layers do (stridelab.layers.partial)."""
     if mode == "zeros":
         return
     for name, module in list(model.named_modules()):
         if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) and _pair(module.padding) != (0, 0):
+            if mode == "partial":
+                if isinstance(module, nn.AvgPool2d):
+                    module.count_include_pad = False
+                continue
             pad_h, pad_w = _pair(module.padding)
             pool = copy.copy(module)
             pool.padding = 0
@@ -298,7 +309,7 @@ def _dense_max(gm: fx.GraphModule, site: Site, mode: str, dense_max: str) -> nn.
         return create_dense_max(mode)
     pool = gm.get_submodule(site.target)
     pad_h, pad_w = _pair(pool.padding)
-    if mode == "zeros" or (pad_h, pad_w) == (0, 0):
+    if mode in ("zeros", "partial") or (pad_h, pad_w) == (0, 0):  # PyTorch's max padding never wins
         return nn.MaxPool2d(pool.kernel_size, stride=1, padding=pool.padding)
     return nn.Sequential(Pad2d((pad_w, pad_w, pad_h, pad_h), mode=mode), nn.MaxPool2d(pool.kernel_size, stride=1))
 
