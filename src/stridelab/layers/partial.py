@@ -56,7 +56,14 @@ class PartialConv2d(nn.Conv2d):
         groups: int = 1,
     ) -> None:
         super().__init__(
-            in_channels, out_channels, kernel_size, stride=stride, padding=0, dilation=dilation, groups=groups, bias=bias
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=0,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
         )
         self.pad = tuple(int(p) for p in pad)
         self._ratios: dict = {}  # per input size, device and dtype; cheap to rebuild, so not a buffer

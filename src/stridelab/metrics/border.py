@@ -27,6 +27,7 @@ from stridelab.layers import BlurPool2d
 from stridelab.layers.polyphase import PolyphaseSelect, TiedPolyphase
 from stridelab.metrics.inference import autocast, evaluating
 from stridelab.metrics.spatial import OPAQUE_LAYERS
+from stridelab.models.stages import stage_modules
 
 # Where a map is recorded: each convolution, each pooling/blur/polyphase layer, and the features
 # before the head.
@@ -91,7 +92,8 @@ def border_deviation(
     """Border deviation of every probed layer's map (:data:`PROBED_LAYERS`) for constant input
     images ``constants`` (K, C, H, W) (see :func:`constant_images`), averaged over the K images.
 
-    The features are the input of ``model.head`` for stridelab models (else the last probed map).
+    The features are the input of ``model.head`` for stridelab models, the last stage's output for
+    converted networks (:func:`~stridelab.models.stages.stage_modules`), else the last probed map.
     """
     maps: OrderedDict[str, torch.Tensor] = OrderedDict()
     handles = []
@@ -104,9 +106,12 @@ def border_deviation(
                     lambda m, a, out, name=name: maps.__setitem__(name, out.detach()) if out.dim() == 4 else None
                 )
             )
-    head = getattr(model, "head", None)
+    head, stages = getattr(model, "head", None), stage_modules(model)
     if isinstance(head, nn.Module):
         handles.append(head.register_forward_pre_hook(lambda m, a: maps.__setitem__("features", a[0].detach())))
+    elif stages:
+        last = next(reversed(stages.values()))
+        handles.append(last.register_forward_hook(lambda m, a, out: maps.__setitem__("features", out.detach())))
     try:
         with evaluating(model), torch.no_grad(), autocast(constants.device, amp_dtype):
             model(constants)

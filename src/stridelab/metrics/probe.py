@@ -12,8 +12,8 @@ carry. Zero padding is the main source they find.
 
 What is computed here
 ---------------------
-For each probed layer (the output of each child of ``model.stages``; the last one is the features)
-with maps ``F`` of C x H x W, every pixel ``p`` of every image is one sample ``x_p`` in R^C. Two
+For each probed layer (the output of each stage, ``stridelab.models.stages.stage_modules``; the last
+one is the features) with maps ``F`` of C x H x W, every pixel ``p`` of every image is one sample ``x_p`` in R^C. Two
 targets live on the map's own grid, at the cell centres:
 
     t_h(i, j) = j / (W - 1)        (0 at the left column, 1 at the right)
@@ -69,6 +69,7 @@ import torch.nn as nn
 
 from stridelab.errors import ConfigError
 from stridelab.metrics.inference import evaluating, full_precision
+from stridelab.models.stages import stage_modules
 
 # Most float64 values one chunk of a batch is converted to at once (32 MiB).
 _CHUNK_ELEMENTS = 1 << 22
@@ -248,15 +249,14 @@ def _stat_device(t: torch.Tensor) -> torch.device:
 
 
 def _stages(model: nn.Module) -> "OrderedDict[str, nn.Module]":
-    stages = getattr(model, "stages", None)
-    if not isinstance(stages, nn.Module):
+    stages = stage_modules(model)
+    if not stages:
         raise ConfigError(
-            f"position_probe reads the outputs of model.stages, and this {type(model).__name__} "
-            "has no `stages` module: use a stridelab model (stem -> stages -> head) or give the "
-            "model a `stages` container whose children are the stages."
+            f"position_probe reads the outputs of the model's stages, and this {type(model).__name__} "
+            "has none: use a stridelab model (stem -> stages -> head), a network of model=torchvision or "
+            "model=timm, or stridelab.models.stages.add_stage_taps(network) to find its stages."
         )
-    children = OrderedDict(stages.named_children())
-    return children or OrderedDict(stages=stages)
+    return stages
 
 
 def position_probe(

@@ -20,6 +20,7 @@ from stridelab.errors import ConfigError, choose
 from stridelab.files import atomic_write_bytes, atomic_write_text
 from stridelab.metrics import border, cost, position, probe, shift, spatial
 from stridelab.metrics.inference import autocast_dtype, full_precision, inference_copy, logits_of
+from stridelab.models.stages import stage_modules
 from stridelab.training.timing import ThroughputWindow
 
 METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "cost")
@@ -229,7 +230,7 @@ class MeasurementSuite:
             # (by the position probe's pass when it runs: it forwards the same batches).
             needs_base = bool({"shift", "crop"} & set(run))
             base = None
-            if "probe" in run and isinstance(getattr(model, "stages", None), nn.Module):
+            if "probe" in run and stage_modules(model):
                 r = probe.position_probe(fast, x, ridge=self.probe_ridge, batch_size=bs, keep_outputs=needs_base)
                 out.update(_probe_keys(r, self.probe_ridge))
                 base = r.outputs

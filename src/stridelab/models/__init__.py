@@ -6,14 +6,19 @@ from __future__ import annotations
 from stridelab.models.allcnn import AllCNN, allcnn_c
 from stridelab.models.base import MODEL_REGISTRY, StagedNet
 from stridelab.models.convert import Conversion, convert
+from stridelab.models.external import native_padding
 from stridelab.models.geometry import check_geometry, trace
 from stridelab.models.redgreen import RedGreenNet
 from stridelab.models.resnet import CifarResNet, resnet20
 from stridelab.models.simple_cnn import SimpleCNN
+from stridelab.models.stages import add_stage_taps, stage_modules
+from stridelab.models.timm_net import timm_model, timm_net
+from stridelab.models.torchvision_net import torchvision_model, torchvision_net
 
 
 def create_model(name: str, **kwargs) -> StagedNet:
-    """Build a model by registry name (``simple_cnn``, ``resnet20``, ``allcnn_c``, ``redgreen_net``)."""
+    """Build a model by registry name (``simple_cnn``, ``resnet20``, ``allcnn_c``, ``redgreen_net``,
+    ``torchvision``, ``timm``)."""
     return MODEL_REGISTRY.get_checked(name)(**kwargs)
 
 
@@ -22,6 +27,13 @@ __all__ = [
     "create_model",
     "convert",
     "Conversion",
+    "add_stage_taps",
+    "stage_modules",
+    "native_padding",
+    "torchvision_model",
+    "torchvision_net",
+    "timm_model",
+    "timm_net",
     "check_geometry",
     "trace",
     "AllCNN",

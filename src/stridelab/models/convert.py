@@ -51,8 +51,8 @@ import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
 from stridelab.layers import ConvKit, Downsample, Pad2d, PaddingSpec, create_downsample
-from stridelab.layers.polyphase import PolyphaseTie
 from stridelab.layers.partial import PartialConv2d
+from stridelab.layers.polyphase import PolyphaseTie
 from stridelab.layers.pool import create_dense_max
 from stridelab.models.tracing import symbolic_trace
 

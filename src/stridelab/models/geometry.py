@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from stridelab.errors import GeometryError
+from stridelab.models.stages import stage_modules
 
 
 @dataclass
@@ -83,6 +84,7 @@ def trace(model: nn.Module, input_shape: tuple[int, int, int], leaves_only: bool
 def check_geometry(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
     """Refuse a network/input pair that cannot work; return the last feature map's shape (C, H, W)."""
     records = trace(model, input_shape, leaves_only=False)
-    stages = [r for r in records if r.name == "stages"]  # StagedNet: the features before the head
+    features = next(reversed(stage_modules(model).values()), None)  # the last stage's output
+    stages = [r for r in records if r.name == "stages" or (features is not None and r.module is features)]
     last = stages[-1] if stages else records[-1]
     return last.out_shape[1:]
