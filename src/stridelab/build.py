@@ -58,11 +58,13 @@ def instantiate_checked(node, **kwargs):
 def check_data_on_disk(data_cfg: DictConfig) -> None:
     """Data sets read from disk are looked for (and fetched) with numpy-only code, first: missing
     data fails at once, before torch and Lightning are imported."""
-    from stridelab.data import cifar10
+    from stridelab.data import cifar10, cifar100
 
     on_disk = {
         "stridelab.data.Cifar10DataModule": cifar10.ensure_available,
         "stridelab.data.datamodule.Cifar10DataModule": cifar10.ensure_available,
+        "stridelab.data.Cifar100DataModule": cifar100.ensure_available,
+        "stridelab.data.datamodule.Cifar100DataModule": cifar100.ensure_available,
     }
     check = on_disk.get(data_cfg.get("_target_"))
     if check is not None:

@@ -199,20 +199,26 @@ def _offline_message(root: Path, why: str) -> str:
 
 def download(root: Path, url: str = URL, timeout: float = 10.0) -> None:
     """Fetch and extract the binary archive with torchvision's utilities (MD5-checked)."""
+    fetch_archive(root, url, ARCHIVE_MD5, lambda why: _offline_message(root, why), timeout)
+
+
+def fetch_archive(root: Path, url: str, md5_sum: str, offline_message, timeout: float = 10.0) -> None:
+    """Download ``url`` into ``root`` and extract it, MD5-checked; a DataError with
+    ``offline_message(why)`` when there is no network or the download fails."""
     host = urllib.parse.urlparse(url).hostname
     try:  # fail in seconds, not minutes, when there is no network
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError as err:
-        raise DataError(_offline_message(root, f"no network: cannot reach {host}: {err}")) from None
+        raise DataError(offline_message(f"no network: cannot reach {host}: {err}")) from None
     from torchvision.datasets.utils import download_and_extract_archive  # ~4 s to import: after the probe
 
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        download_and_extract_archive(url, download_root=str(root), md5=ARCHIVE_MD5)
+        download_and_extract_archive(url, download_root=str(root), md5=md5_sum)
     except Exception as err:  # urllib, tarfile and checksum errors all mean the same to the user
-        raise DataError(_offline_message(root, f"download failed: {type(err).__name__}: {err}")) from None
+        raise DataError(offline_message(f"download failed: {type(err).__name__}: {err}")) from None
     finally:
         socket.setdefaulttimeout(old)
 

@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from stridelab.data import cifar10
+from stridelab.data import cifar10, cifar100
 from stridelab.data.augment import BatchTransform
 from stridelab.data.probes import REDGREEN_CLASSES, SHAPES10_CLASSES, make_redgreen, make_shapes10, move_boxes
 from stridelab.errors import ConfigError
@@ -395,6 +395,32 @@ class Cifar10DataModule(DeviceDataModule):
 
     def read(self) -> Splits:
         train, test = cifar10.load_cifar10(self.root, download_if_missing=self.download)
+        return Splits(train=train, tests={"test": test}, info={"root": str(self.root)})
+
+
+@DATA_REGISTRY.register()
+class Cifar100DataModule(DeviceDataModule):
+    """Real CIFAR-100 from ``root`` (downloaded there when missing and ``download`` is true);
+    ``labels``: ``fine`` (100 classes) or ``coarse`` (20 superclasses)."""
+
+    name = "cifar100"
+    classes = cifar100.FINE_CLASSES
+
+    def __init__(self, root: str = "data/cifar100", download: bool = True, labels: str = "fine", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root, self.download, self.labels = root, download, labels
+        self.classes = cifar100.classes(labels)
+
+    def cache_key(self):
+        directory = Path(self.root).expanduser() / cifar100.BIN_DIR
+        files = sorted(directory.glob("*.bin")) if directory.is_dir() else []
+        if not files:
+            return None
+        stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        return ("cifar100", str(directory.resolve()), self.labels, stamp)
+
+    def read(self) -> Splits:
+        train, test = cifar100.load_cifar100(self.root, download_if_missing=self.download, labels=self.labels)
         return Splits(train=train, tests={"test": test}, info={"root": str(self.root)})
 
 

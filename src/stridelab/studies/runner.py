@@ -212,12 +212,13 @@ def check_grid(grid: Grid, extra: list[str], build: bool = True) -> int:
                 built.add(key)
                 data = get_class(cfg.data._target_)
                 model = instantiate(cfg.model, _partial_=True)(
-                    num_classes=len(data.classes),
+                    num_classes=len(data.classes) or 10,  # an image folder's classes are known once it is read
                     in_chans=data.in_chans,
                     downsample=instantiate(cfg.downsample),
                     padding=instantiate(cfg.padding),
                 )
-                shape = (data.in_chans, data.image_size, data.image_size)
+                size = cfg.data.get("image_size") or data.image_size
+                shape = (data.in_chans, size, size)
                 check_geometry(model, shape)
                 if cfg.get("metrics"):
                     instantiate(cfg.metrics).check_input(shape)
