@@ -158,7 +158,10 @@ def validate_config(cfg: DictConfig, prefix: str = "", fix: str | None = None) -
     raise one ConfigError naming each bad key, its value and its valid values, and ending with
     ``fix`` (what to do; by default, set them on the command line or in the config). Returns ``cfg``."""
     problems = [p for rule in RULES if rule.key.startswith(prefix) for p in [_problem(cfg, rule)] if p]
-    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if k.startswith(prefix) and not k.startswith("hydra."))
+    try:
+        missing = sorted(k for k in OmegaConf.missing_keys(cfg) if k.startswith(prefix) and not k.startswith("hydra."))
+    except Exception:  # a broken interpolation: the rules above name it
+        missing = []
     problems += [(key, "it is required and has no value (???)") for key in missing]
     epochs, steps = OmegaConf.select(cfg, "trainer.max_epochs"), OmegaConf.select(cfg, "trainer.max_steps")
     if not problems and not prefix and epochs == -1 and steps in (None, -1):
