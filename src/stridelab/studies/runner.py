@@ -14,6 +14,7 @@ import csv
 import io
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,7 +266,7 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
     for grid in study.grids:
         argv = grid_argv(grid, root / grid.name, list(extra), resume_dir=root)
         print(
-            f"stridelab: grid '{grid.name}' -> {root / grid.name}\n  python -m stridelab.train " + " ".join(argv[:-4])
+            f"stridelab: grid '{grid.name}' -> {root / grid.name}\n  python -m stridelab.train " + shlex.join(argv[:-4])
         )
         if dry_run:
             n = check_grid(grid, list(extra))
