@@ -206,3 +206,18 @@ def test_the_timing_callback_pairs_blocks_and_sums_batches(compose, tmp_path):
     assert clock.first_step_s > 0 and clock.started_at is not None
     assert clock.batches["train"] == 9 and clock.seconds["train"] > 0 and clock.batches["val"] == 0
     assert clock.syncs.steps == 0  # CPU: the sync watch is for CUDA only
+
+
+def test_zoo_bench_prices_strategies_in_a_library_network_and_the_folder_loader(tmp_path, capsys):
+    from stridelab.bench.zoo import main
+
+    args = ["strategies", "--arch", "mobilenet_v2", "--no-cifar-stem", "--strategies", "conv,aps", "--batch", "4"]
+    assert main([*args, "--seconds", "0", "--repeats", "1", "--out", str(tmp_path / "s.json")]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert [r["downsample"] for r in rows] == ["conv", "aps"] and rows[0]["vs_first"] == 1.0
+    assert all(r["median_images_per_s"] > 0 and r["convert_s"] > 0 for r in rows)
+    assert "| aps |" in capsys.readouterr().out
+    args = ["loader", "--images", "24", "--image-size", "32", "--source", "48", "--workers", "0", "--batch", "8"]
+    assert main([*args, "--out", str(tmp_path / "l.json")]) == 0
+    (row,) = json.loads((tmp_path / "l.json").read_text())["rows"]
+    assert row["workers"] == 0 and row["images"] == 24 and row["images_per_s"] > 0

@@ -80,13 +80,18 @@ def verdicts_md(study) -> list[str]:
     names = dict(HEADLINE)
     base = ", ".join(f"{label(c)}={v}" for c, v in study.baseline.items())
     fewest = min(d.n for c in study.comparisons for d in c.differences.values())
-    few_seeds = (
-        f" With {fewest} seeds a verdict rests on {max(fewest - 1, 0)} degree(s) of freedom: seeds that happen "
-        "to differ by the same amount (e.g. one test image each) give a zero-width interval. Trust a verdict "
-        "from 3 or more seeds."
-        if fewest < 3
-        else ""
-    )
+    if fewest == 1:
+        few_seeds = (
+            " Where a comparison has 1 seed there is no interval: its difference is shown, but nothing is decided "
+            "(plain). Trust a verdict from 3 or more seeds."
+        )
+    elif fewest == 2:
+        few_seeds = (
+            " With 2 seeds a verdict rests on 1 degree of freedom: seeds that happen to differ by the same amount "
+            "(e.g. one test image each) give a zero-width interval. Trust a verdict from 3 or more seeds."
+        )
+    else:
+        few_seeds = ""
     lines = [
         "## Verdicts",
         "",
