@@ -94,8 +94,8 @@ def test_densenet121_keeps_the_stem_pools_window_and_blurs_the_transitions():
     assert (pool0.max.kernel_size, pool0.max.stride, pool0.max.padding) == (3, 1, 1) and _is_blur(pool0.down)
     for i in (1, 2, 3):
         transition = gm.features.get_submodule(f"transition{i}")
-        assert _is_blur(transition.pool)  # AvgPool(2, s2) -> the blur alone
-        assert transition.pool.channels == transition.conv.out_channels
+        assert list(dict(transition.pool.named_children())) == ["down"]  # AvgPool(2, s2) -> the blur alone
+        assert _is_blur(transition.pool.down) and transition.pool.down.channels == transition.conv.out_channels
 
 
 def test_mobilenet_v2_blurs_after_the_depthwise_conv_and_its_relu6():
@@ -175,6 +175,67 @@ class _Branchy(nn.Module):
 
     def forward(self, x):
         return self.conv(x) if x.sum() > 0 else x
+
+
+class _Odd(nn.Module):
+    """A strided layer the converter cannot rewrite, after a stride-2 conv."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(torch.relu(self.conv(x)))
+
+
+@pytest.mark.parametrize(
+    "layer, why",
+    [
+        (nn.Conv2d(4, 4, 3, stride=3, padding=1), r"stride \(3, 3\): only stride 2 has a subsampler"),
+        (nn.MaxPool2d(3, stride=(2, 1)), r"stride \(2, 1\)"),
+        (nn.Conv2d(4, 4, 3, stride=2, padding=2, dilation=2), "a strided dilated conv"),
+        (nn.ConvTranspose2d(4, 4, 2, stride=2), "a strided transposed conv upsamples"),
+    ],
+)
+def test_layers_without_a_stride_2_subsampling_are_refused_by_name(layer, why):
+    with pytest.raises(ConfigError, match=rf"cannot convert layer 'layer' \({type(layer).__name__}: .*\): {why}"):
+        convert(_Odd(layer), "aps")
+    assert convert(_Odd(layer), "conv") is not None  # the baseline changes nothing, so refuses nothing
+
+
+def test_convnext_keeps_its_patchify_stem_and_converts_its_stride_2_downsampling_layers():
+    gm = convert(_tv("convnext_tiny", meta=True), "blurpool")
+    assert any("stride (4, 4) reading the image" in s for s in gm.stridelab_conversion.skipped)
+    assert len(gm.stridelab_conversion.sites) == 3  # the 2x2/s2 convs between its stages
+    with pytest.raises(ConfigError, match=r"cannot convert layer 'features.0.0' .*stride \(4, 4\)"):
+        convert(_tv("convnext_tiny", meta=True), "blurpool", stem="convert")
+
+
+@pytest.mark.parametrize("strategy", ["blurpool", "aps"])
+def test_odd_maps_and_ceil_mode_pools_keep_the_original_sizes(strategy):
+    from stridelab.models.stages import add_stage_taps, stage_modules
+
+    torch.manual_seed(0)
+    for net in (torchvision.models.resnet18(num_classes=10), torchvision.models.squeezenet1_1(num_classes=10)):
+        pair = [add_stage_taps(net).eval(), add_stage_taps(convert(net, strategy, stem="convert")).eval()]
+        for size in (31, 33, 50, 63):  # odd maps at ResNet's 3x3/s2/p1 max pool (50: 25 px), SqueezeNet's pools
+            sizes = []
+            for model in pair:
+                out = []
+                taps = stage_modules(model).values()
+                hooks = [m.register_forward_hook(lambda m, a, o, out=out: out.append(o.shape[-2:])) for m in taps]
+                model(torch.randn(1, 3, size, size))
+                for h in hooks:
+                    h.remove()
+                sizes.append(out)
+            # (the converted stem adds a stage: its dense map before the subsampler)
+            assert len(sizes[0]) >= 4 and sizes[1][-len(sizes[0]) :] == sizes[0], size
+    # DenseNet's 2x2/s2 average pool (7 px -> 3, where a blur gives 4) and a ceil_mode max pool
+    pools = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AvgPool2d(2, 2), nn.MaxPool2d(3, 2, 1, ceil_mode=True))
+    converted = convert(pools, strategy)
+    for size in (7, 9, 14, 15):
+        assert converted(torch.randn(1, 3, size, size)).shape == pools(torch.randn(1, 3, size, size)).shape
 
 
 def test_a_network_fx_cannot_trace_is_refused_in_one_paragraph():

@@ -19,7 +19,7 @@ EXPECTED_FEATURES = {
     "allcnn_c": (10, 6),
     "redgreen_net": (64, 4),
     "torchvision": (512, 4),
-    "timm": (512, 4),
+    "timm": (128, 4),
 }
 # Spatial size after each stage.
 EXPECTED_STAGES = {
@@ -32,13 +32,17 @@ EXPECTED_STAGES = {
 }
 # Library networks (converted by stridelab.models.convert): the CIFAR-stem ResNet-18 of each library,
 # on fewer strategy x padding pairs than the built-in models (an 11M-parameter build takes ~0.25 s).
-LIBRARY = {"torchvision": {"arch": "resnet18", "cifar_stem": True}, "timm": {"arch": "resnet18", "cifar_stem": True}}
+# timm's the same way, at a quarter of its width (tests/test_model_zoo.py trains both).
+LIBRARY = {
+    "torchvision": {"arch": "resnet18", "cifar_stem": True},
+    "timm": {"arch": "resnet18", "cifar_stem": True, "kwargs": {"channels": [16, 32, 64, 128], "stem_width": 16}},
+}
 
 
 def _library_case(model: str, downsample: str, mode: str) -> bool:
     if model == "torchvision":
         return mode == "zeros" or downsample in ("blurpool", "aps")
-    return downsample in ("conv", "blurpool", "aps") and mode in ("zeros", "reflect")
+    return downsample in ("conv", "aps") and mode in ("zeros", "reflect")
 
 
 CASES = [

@@ -185,7 +185,7 @@ def test_degenerate_cases():
     assert row.spc_h > 0.99 and math.isnan(row.spc_v) and math.isnan(row.spc)
     with pytest.raises(ConfigError, match="at least 2 images"):
         position_probe(model, _images(1, 8))
-    with pytest.raises(ConfigError, match="no `stages`"):
+    with pytest.raises(ConfigError, match="has none: use a stridelab model"):
         position_probe(nn.Conv2d(3, 4, 3), _images(4, 8))
     with pytest.raises(ConfigError, match="Unknown stage 'stage9'"):
         position_probe(model, _images(4, 8), layers=["stage9"])

@@ -34,7 +34,10 @@ convs and pools alone and pads inserted filters reflect, as Zhang's reference; a
 every padded conv and pool of the network with it, and the inserted filters too.
 
 Sites the converter does not rewrite, and says so in :attr:`Conversion.skipped`: functional pooling
-calls (``F.max_pool2d``) and strides other than 2 (ConvNeXt's 4x4 patchify stem). ``padding=partial``
+calls (``F.max_pool2d``) and, with ``stem="keep"``, a stem of another stride (ConvNeXt's 4x4/s4
+patchify stem). Refused, in one paragraph naming the layer: any other stride but 1 and 2, a strided
+dilated conv, a strided transposed conv. A rewritten pool keeps the original pool's output size on
+odd maps and with ``ceil_mode`` (:class:`~stridelab.layers.pool.PoolSite`). ``padding=partial``
 makes every padded conv a partial convolution (Liu et al. 2018) with the same parameters, every padded
 average pool an average over in-image taps, and the inserted filters partial too.
 """
@@ -53,7 +56,7 @@ from stridelab.errors import ConfigError, choose
 from stridelab.layers import ConvKit, Downsample, Pad2d, PaddingSpec, create_downsample
 from stridelab.layers.partial import PartialConv2d
 from stridelab.layers.polyphase import PolyphaseTie
-from stridelab.layers.pool import create_dense_max
+from stridelab.layers.pool import PoolSite, create_dense_max
 from stridelab.models.tracing import symbolic_trace
 
 STEMS = ("keep", "convert")
@@ -113,7 +116,7 @@ def convert(
         model.stridelab_conversion = report
         return model
     gm = symbolic_trace(model)
-    sites = _find_sites(gm, report)
+    sites = _find_sites(gm, report, stem)
     for site in sites:
         if site.kind == "conv" and stem == "keep" and _reads_input(site.node):
             report.kept.append(f"{site.kind} {site.target} (the stem, stem=keep)")
@@ -194,7 +197,7 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
-def _find_sites(gm: fx.GraphModule, report: Conversion) -> list[Site]:
+def _find_sites(gm: fx.GraphModule, report: Conversion, stem: str) -> list[Site]:
     modules = dict(gm.named_modules())
     sites = []
     for node in gm.graph.nodes:
@@ -204,18 +207,32 @@ def _find_sites(gm: fx.GraphModule, report: Conversion) -> list[Site]:
         if node.op != "call_module":
             continue
         module = modules[node.target]
+        if isinstance(module, nn.ConvTranspose2d) and _pair(module.stride) != (1, 1):
+            _refuse(node.target, module, "a strided transposed conv upsamples; there is no subsampling to replace")
         stride = _stride(module)
         if stride is None or stride == (1, 1):
             continue
         if stride != (2, 2):
-            report.skipped.append(f"{node.target}: stride {stride} (only stride 2 is rewritten)")
-            continue
+            if stem == "keep" and _reads_input(node):  # ConvNeXt's 4x4/s4 patchify stem, kept as any stem
+                report.skipped.append(f"{node.target}: stride {stride} reading the image (the stem, stem=keep)")
+                continue
+            _refuse(node.target, module, f"stride {stride}: only stride 2 has a subsampler to put in its place")
         if isinstance(module, nn.Conv2d):
+            if _pair(module.dilation) != (1, 1):
+                _refuse(node.target, module, "a strided dilated conv samples a grid the strategies do not know")
             kind = "projection" if _pair(module.kernel_size) == (1, 1) else "conv"
         else:
             kind = "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool"
         sites.append(Site(kind, node, node.target))
     return sites
+
+
+def _refuse(target: str, module: nn.Module, why: str) -> None:
+    raise ConfigError(
+        f"cannot convert layer '{target}' ({type(module).__name__}: {module.extra_repr()}): {why}. Use "
+        "downsample=conv to train the network as it is, or replace that layer by a stride-2 one (or stride 1 "
+        "and a pool) before converting."
+    )
 
 
 def _stride(module: nn.Module) -> tuple[int, int] | None:
@@ -293,12 +310,15 @@ def _rewrite(gm: fx.GraphModule, site: Site, ds: Downsample, kit: ConvKit, dense
         _insert_before(gm, site.node, f"{site.target}_down", sub)
     else:
         channels = _channels(gm, site.node)
-        sub = ds.subsampler(kit, channels, site.tie, site.follows)
+        layers = {"down": ds.subsampler(kit, channels, site.tie, site.follows)}
         if site.kind == "maxpool":
-            sub = nn.Sequential()
-            sub.add_module("max", dense)
-            sub.add_module("down", ds.subsampler(kit, channels, site.tie, site.follows))
-        _set_module(gm, site.target, sub)
+            layers = {"max": dense, **layers}
+        pool = module
+        _set_module(
+            gm,
+            site.target,
+            PoolSite(layers, pool.kernel_size, pool.stride, pool.padding, getattr(pool, "dilation", 1), pool.ceil_mode),
+        )
 
 
 def _dense_max(gm: fx.GraphModule, site: Site, mode: str, dense_max: str) -> nn.Module | None:
@@ -333,19 +353,33 @@ def _after_norm_and_act(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
 
 def _channels(gm: fx.GraphModule, node: fx.Node) -> int:
     """The channels of ``node``'s output, read off the nearest conv or norm at or above it (layers in
-    between keep the channels: activations, pools, dropout)."""
-    modules = dict(gm.named_modules())
+    between keep the channels: activations, pools, dropout; a concatenation along the channels sums
+    its inputs', as SqueezeNet's fire modules and DenseNet's blocks)."""
+    found = _channels_at(dict(gm.named_modules()), node)
+    if found is None:
+        raise ConfigError(
+            f"cannot tell how many channels the downsampling site after '{node.name}' sees: no conv or norm layer "
+            "leads to it. Convert this network by hand, or report it with the network's name."
+        )
+    return found
+
+
+def _channels_at(modules: dict, node: fx.Node) -> int | None:
     while node is not None:
         module = modules.get(node.target) if node.op == "call_module" else None
         for attr in ("out_channels", "num_features", "num_channels"):
             if isinstance(getattr(module, attr, None), int):
                 return getattr(module, attr)
+        if node.op == "call_function" and node.target is torch.cat and _cat_dim(node) == 1:
+            parts = [_channels_at(modules, n) for n in node.args[0]]
+            return None if None in parts else sum(parts)
         inputs = node.all_input_nodes
         node = inputs[0] if len(inputs) == 1 else None
-    raise ConfigError(
-        "cannot tell how many channels a downsampling site sees: no conv or norm layer alone leads to it. "
-        "Convert this network by hand, or report it with the network's name."
-    )
+    return None
+
+
+def _cat_dim(node: fx.Node) -> int:
+    return node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
 
 
 def _insert_after(gm: fx.GraphModule, node: fx.Node, name: str, module: nn.Module) -> None:
