@@ -40,8 +40,8 @@ LIBRARY = {
 
 
 def _library_case(model: str, downsample: str, mode: str) -> bool:
-    if model == "torchvision":
-        return mode == "zeros" or downsample in ("blurpool", "aps")
+    if model == "torchvision":  # every strategy; every padding under APS (blurpool: the filter's own padding)
+        return mode == "zeros" or downsample == "aps" or (downsample, mode) == ("blurpool", "replicate")
     return downsample in ("conv", "aps") and mode in ("zeros", "reflect")
 
 
