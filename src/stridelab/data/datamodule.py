@@ -162,13 +162,57 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
 DATA_REGISTRY = Registry("data")  # each data module below registers itself under its ``name``
 
 
-class DeviceDataModule(L.LightningDataModule):
-    """Common machinery; subclasses implement :meth:`read` and set the class attributes."""
+class ImageDataModule(L.LightningDataModule):
+    """What a run asks of every data module: its classes, input shape and test sets, from ``load()``
+    (which also splits validation off and checks the batch fits: :meth:`hold_out`, :meth:`check_batch`)."""
 
     name = "base"
     classes: tuple[str, ...] = ()
     in_chans = 3
     image_size = 32
+    val_size = 0
+    split_seed = 0
+    batch_size = 1
+
+    @property
+    def num_classes(self) -> int:
+        if not self.classes:
+            self.load()  # an image folder knows its classes once it is read
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_chans, self.image_size, self.image_size)
+
+    @property
+    def test_names(self) -> list[str]:
+        return list(self.load().tests)
+
+    def load(self) -> Splits:
+        raise NotImplementedError
+
+    def hold_out(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(validation, training) indices of a train split of ``n``: ``val_size`` drawn with ``split_seed``."""
+        if self.val_size >= n:
+            raise ConfigError(
+                f"data.val_size={self.val_size} leaves no training images: {self.name} has "
+                f"{n} in its train split. Use a smaller data.val_size (0 for none)."
+            )
+        perm = np.random.default_rng(self.split_seed).permutation(n)
+        return perm[: self.val_size], perm[self.val_size :]
+
+    def check_batch(self, n: int) -> None:
+        """Refuse a batch larger than the ``n`` training images (every batch would be dropped)."""
+        if n < self.batch_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the {n} training images "
+                f"of {self.name}: every training batch would be dropped. Lower data.batch_size "
+                "or raise data.limit_train."
+            )
+
+
+class DeviceDataModule(ImageDataModule):
+    """Common machinery; subclasses implement :meth:`read` and set the class attributes."""
 
     def __init__(
         self,
@@ -209,18 +253,6 @@ class DeviceDataModule(L.LightningDataModule):
         self.seed: int | None = None  # the run's seed (set by the run): data order and augmentation draws
         self._train_resume: tuple | None = None
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.in_chans, self.image_size, self.image_size)
-
-    @property
-    def test_names(self) -> list[str]:
-        return list(self.load().tests)
-
     def read(self) -> Splits:
         raise NotImplementedError
 
@@ -235,24 +267,14 @@ class DeviceDataModule(L.LightningDataModule):
         s = READ_CACHE.get(self.cache_key(), self.read)
         x, y = s.train
         if s.val is None and self.val_size:
-            if self.val_size >= len(y):
-                raise ConfigError(
-                    f"data.val_size={self.val_size} leaves no training images: {self.name} has "
-                    f"{len(y)} in its train split. Use a smaller data.val_size (0 for none)."
-                )
-            perm = np.random.default_rng(self.split_seed).permutation(len(y))
-            s.val = (x[perm[: self.val_size]], y[perm[: self.val_size]])
-            x, y = x[perm[self.val_size :]], y[perm[self.val_size :]]
+            val, kept = self.hold_out(len(y))
+            s.val = (x[val], y[val])
+            x, y = x[kept], y[kept]
         if self.limit_train is not None:
             x, y = x[: self.limit_train], y[: self.limit_train]
         if self.limit_test is not None:
             s.tests = {k: (v[0][: self.limit_test], v[1][: self.limit_test]) for k, v in s.tests.items()}
-        if len(y) < self.batch_size:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is larger than the {len(y)} training images "
-                f"of {self.name}: every training batch would be dropped. Lower data.batch_size "
-                "or raise data.limit_train."
-            )
+        self.check_batch(len(y))
         s.train = (x, y)
         if self.mean is None or self.std is None:
             mean, std = channel_stats(x)

@@ -25,12 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 
 from stridelab.data.augment import BatchTransform
-from stridelab.data.datamodule import DATA_REGISTRY, Splits
+from stridelab.data.datamodule import DATA_REGISTRY, ImageDataModule, Splits
 from stridelab.errors import ConfigError, DataError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
@@ -248,7 +247,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @DATA_REGISTRY.register()
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(ImageDataModule):
     """Images from ``root`` (see the module docstring), decoded in ``num_workers`` worker processes
     (null: up to 8, one per CPU core), batches normalised on the training device."""
 
@@ -301,19 +300,6 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.seed: int | None = None
         self._norm: dict = {}
 
-    @property
-    def num_classes(self) -> int:
-        self.load()
-        return len(self.classes)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.in_chans, self.image_size, self.image_size)
-
-    @property
-    def test_names(self) -> list[str]:
-        return list(self.load().tests)
-
     def load(self) -> Splits:
         """List the files (nothing is decoded), hold out validation, apply limits."""
         if self.splits is not None:
@@ -322,22 +308,13 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.classes = tuple(classes)
         val = None
         if self.val_size:
-            if self.val_size >= len(train.paths):
-                raise ConfigError(
-                    f"data.val_size={self.val_size} leaves no training images: {self.root}/train has "
-                    f"{len(train.paths)}. Use a smaller data.val_size (0 for none)."
-                )
-            perm = np.random.default_rng(self.split_seed).permutation(len(train.paths))
-            val, train = train.subset(perm[: self.val_size]), train.subset(perm[self.val_size :])
+            held, kept = self.hold_out(len(train.paths))
+            val, train = train.subset(held), train.subset(kept)
         if self.limit_train is not None:
             train = train.subset(slice(0, int(self.limit_train)))
         if self.limit_test is not None:
             test = test.subset(slice(0, int(self.limit_test)))
-        if len(train.paths) < self.batch_size:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is larger than the {len(train.paths)} training images of "
-                f"{self.root}: every training batch would be dropped. Lower data.batch_size."
-            )
+        self.check_batch(len(train.paths))
         self.files = {"train": train, "test": test, **({"val": val} if val is not None else {})}
         lazy = {k: (DecodedImages(v, self.image_size, self.crop_ratio), v.labels) for k, v in self.files.items()}
         info = {"root": str(self.root), **{f"{k}_size": len(v.paths) for k, v in self.files.items()}}

@@ -116,3 +116,31 @@ def finish(model: nn.Module, in_chans: int, downsample, padding, stem: str, dens
     tapped = add_stage_taps(converted, in_chans)
     tapped.stridelab_conversion = converted.stridelab_conversion
     return tapped
+
+
+def library_model(build_net, library: str):
+    """The model builder of a library (``model=torchvision``, ``model=timm``): ``build_net`` (``arch,
+    num_classes, in_chans, cifar_stem, weights, kwargs`` -> the library's network) then :func:`finish`."""
+
+    def model(
+        arch: str,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        downsample=None,
+        padding=None,
+        cifar_stem: bool = False,
+        weights: str | os.PathLike | None = None,
+        stem: str = "keep",
+        dense_max: str = "2x2",
+        kwargs: dict | None = None,
+    ) -> nn.Module:
+        net = build_net(arch, num_classes, in_chans, cifar_stem, weights, kwargs)
+        return finish(net, int(in_chans), downsample, padding, stem, dense_max)
+
+    model.__name__ = model.__qualname__ = f"{library}_model"
+    model.__doc__ = (
+        f"The {library} network ``arch`` converted to ``downsample`` and ``padding`` (None: the network's own "
+        "padding) by :func:`~stridelab.models.convert`, with its stages found (configs/model/"
+        f"{library}.yaml)."
+    )
+    return model

@@ -13,7 +13,7 @@ import os
 import torch.nn as nn
 
 from stridelab.models.base import MODEL_REGISTRY
-from stridelab.models.external import build_checked, check_arch, finish, load_weights, set_cifar_stem
+from stridelab.models.external import build_checked, check_arch, library_model, load_weights, set_cifar_stem
 
 
 def timm_archs() -> list[str]:
@@ -49,20 +49,5 @@ def timm_net(
     return model
 
 
-@MODEL_REGISTRY.register("timm")
-def timm_model(
-    arch: str,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    downsample=None,
-    padding=None,
-    cifar_stem: bool = False,
-    weights: str | os.PathLike | None = None,
-    stem: str = "keep",
-    dense_max: str = "2x2",
-    kwargs: dict | None = None,
-) -> nn.Module:
-    """:func:`timm_net`, converted to ``downsample`` and ``padding`` (None: the network's own padding)
-    by :func:`~stridelab.models.convert`, with its stages found."""
-    net = timm_net(arch, num_classes, in_chans, cifar_stem, weights, kwargs)
-    return finish(net, int(in_chans), downsample, padding, stem, dense_max)
+# model=timm: the config's target
+timm_model = MODEL_REGISTRY.register("timm")(library_model(timm_net, "timm"))

@@ -16,7 +16,14 @@ import os
 import torch.nn as nn
 
 from stridelab.models.base import MODEL_REGISTRY
-from stridelab.models.external import build_checked, check_arch, finish, load_weights, set_cifar_stem, set_in_chans
+from stridelab.models.external import (
+    build_checked,
+    check_arch,
+    library_model,
+    load_weights,
+    set_cifar_stem,
+    set_in_chans,
+)
 
 
 def torchvision_archs() -> list[str]:
@@ -49,20 +56,5 @@ def torchvision_net(
     return model
 
 
-@MODEL_REGISTRY.register("torchvision")
-def torchvision_model(
-    arch: str,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    downsample=None,
-    padding=None,
-    cifar_stem: bool = False,
-    weights: str | os.PathLike | None = None,
-    stem: str = "keep",
-    dense_max: str = "2x2",
-    kwargs: dict | None = None,
-) -> nn.Module:
-    """:func:`torchvision_net`, converted to ``downsample`` and ``padding`` (None: the network's own
-    padding) by :func:`~stridelab.models.convert`, with its stages found."""
-    net = torchvision_net(arch, num_classes, in_chans, cifar_stem, weights, kwargs)
-    return finish(net, int(in_chans), downsample, padding, stem, dense_max)
+# model=torchvision: the config's target
+torchvision_model = MODEL_REGISTRY.register("torchvision")(library_model(torchvision_net, "torchvision"))
