@@ -313,12 +313,10 @@ def _rewrite(gm: fx.GraphModule, site: Site, ds: Downsample, kit: ConvKit, dense
         layers = {"down": ds.subsampler(kit, channels, site.tie, site.follows)}
         if site.kind == "maxpool":
             layers = {"max": dense, **layers}
-        pool = module
-        _set_module(
-            gm,
-            site.target,
-            PoolSite(layers, pool.kernel_size, pool.stride, pool.padding, getattr(pool, "dilation", 1), pool.ceil_mode),
+        sized = PoolSite(  # the original pool's output size, whatever the map's
+            layers, module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1), module.ceil_mode
         )
+        _set_module(gm, site.target, sized)
 
 
 def _dense_max(gm: fx.GraphModule, site: Site, mode: str, dense_max: str) -> nn.Module | None:
