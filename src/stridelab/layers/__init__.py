@@ -11,6 +11,7 @@ from stridelab.layers.downsample import (
     Downsample,
     create_downsample,
 )
+from stridelab.layers.fourier import ASAPPool2d, FLCPool2d
 from stridelab.layers.padding import (
     PADDING_AMOUNTS,
     PADDING_MODES,
@@ -20,6 +21,8 @@ from stridelab.layers.padding import (
 )
 
 __all__ = [
+    "ASAPPool2d",
+    "FLCPool2d",
     "BlurPool2d",
     "binomial_filter",
     "ConvKit",

@@ -1,0 +1,67 @@
+"""FLC pooling and ASAP (layers/fourier.py) against hand computations and the authors' code."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stridelab.layers.fourier import ASAPPool2d, FLCPool2d
+
+
+def _reference(x: torch.Tensor, window: bool, pad_one: bool) -> torch.Tensor:
+    """GeJulia/flc_pooling's FLC_Pooling / ASAP_padding_one forward (MIT), on the CPU."""
+    if pad_one:
+        x = F.pad(x, (0, 1, 0, 1), "constant", 0)
+    low = torch.fft.fftshift(torch.fft.fft2(x, norm="forward"))
+    if window:
+        w2d = np.sqrt(np.outer(np.abs(np.hamming(x.size(2))), np.abs(np.hamming(x.size(3)))))
+        low = low * torch.Tensor(w2d).unsqueeze(0).unsqueeze(0)
+    h, w = x.size(2), x.size(3)
+    low = low[:, :, int(h / 4) : int(h / 4 * 3), int(w / 4) : int(w / 4 * 3)]
+    return torch.fft.ifft2(torch.fft.ifftshift(low), norm="forward").real
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 33), (16, 24)])
+def test_flc_and_asap_equal_the_authors_code(size):
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(FLCPool2d()(x), _reference(x, window=False, pad_one=False), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ASAPPool2d()(x), _reference(x, window=True, pad_one=True), rtol=1e-5, atol=1e-6)
+    half = [int(n / 4 * 3) - int(n / 4) for n in size]  # the reference's slice: 32 -> 16, 33 -> 17, 24 -> 12
+    assert list(FLCPool2d()(x).shape[-2:]) == half
+
+
+def test_hand_computed_cases():
+    # a constant map keeps its value (only the DC coefficient), at half the size
+    out = FLCPool2d()(torch.full((1, 1, 32, 32), 0.7, dtype=torch.float64))
+    assert out.shape == (1, 1, 16, 16) and torch.allclose(out, torch.full_like(out, 0.7))
+    # ASAP without padding: the DC coefficient times the window's centre, hamming(32)[16] = 0.54 + 0.46 cos(pi/31)
+    centre = 0.54 - 0.46 * math.cos(2 * math.pi * 16 / 31)
+    out = ASAPPool2d(pad_one=False)(torch.ones(1, 1, 32, 32, dtype=torch.float64))
+    assert torch.allclose(out, torch.full_like(out, centre))
+    # the checkerboard (the highest frequency) is removed, where stride-2 subsampling aliases it to a constant
+    i = torch.arange(32, dtype=torch.float64)
+    checker = ((-1) ** (i[:, None] + i[None, :]))[None, None]
+    assert FLCPool2d()(checker).abs().max() < 1e-12 and torch.equal(checker[..., ::2, ::2], torch.ones(1, 1, 16, 16))
+    # a low frequency is resampled exactly: cos(2 pi i / 32) over 32 px -> cos(2 pi i / 16) over 16 px
+    wave = torch.cos(2 * math.pi * i / 32)[None, None, :, None].expand(1, 1, 32, 32)
+    j = torch.arange(16, dtype=torch.float64)
+    expected = torch.cos(2 * math.pi * j / 16)[None, None, :, None].expand(1, 1, 16, 16)
+    assert torch.allclose(FLCPool2d()(wave), expected)
+
+
+def test_circular_shifts_commute_with_flc_and_asaps_padding_breaks_that():
+    x = torch.randn(1, 2, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    rolled = torch.roll(x, (2, 4), (2, 3))
+    assert torch.allclose(FLCPool2d()(rolled), torch.roll(FLCPool2d()(x), (1, 2), (2, 3)))
+    asap = ASAPPool2d(pad_one=True)
+    assert not torch.allclose(asap(rolled), torch.roll(asap(x), (1, 2), (2, 3)), atol=1e-6)
+
+
+def test_half_precision_inputs_are_transformed_in_fp32():
+    x = torch.randn(1, 1, 16, 16)
+    out = ASAPPool2d()(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ASAPPool2d()(x), atol=2e-2)
