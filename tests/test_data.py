@@ -13,7 +13,8 @@ import torch
 
 from stridelab.data import cifar10
 from stridelab.data.augment import BatchTransform, random_translate
-from stridelab.data.datamodule import Cifar10DataModule, DeviceBatches, RedGreenDataModule, Shapes10DataModule
+from stridelab.data.batches import DeviceBatches
+from stridelab.data.datamodule import Cifar10DataModule, RedGreenDataModule, Shapes10DataModule
 from stridelab.data.probes import SHAPES10_CLASSES, make_redgreen, make_shapes10
 from stridelab.errors import ConfigError, DataError
 

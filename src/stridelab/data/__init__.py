@@ -24,5 +24,5 @@ __all__ = list(_EXPORTS)
 def __getattr__(name):
     if name not in _EXPORTS:  # e.g. a submodule about to be imported
         raise AttributeError(f"module 'stridelab.data' has no attribute {name!r}")
-    module = "imagefolder" if name == "ImageFolderDataModule" else "datamodule"
+    module = {"ImageFolderDataModule": "imagefolder", "DeviceBatches": "batches"}.get(name, "datamodule")
     return getattr(importlib.import_module(f"stridelab.data.{module}"), name)
