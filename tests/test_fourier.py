@@ -65,3 +65,42 @@ def test_half_precision_inputs_are_transformed_in_fp32():
     x = torch.randn(1, 1, 16, 16)
     out = ASAPPool2d()(x.to(torch.bfloat16))
     assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ASAPPool2d()(x), atol=2e-2)
+
+
+def test_strategies_pool_before_the_stride_one_conv_as_the_authors_resnets():
+    """FLC/ASAP go before the conv that loses its stride (GeJulia/flc_pooling resnet_flc.py, conv3x3 and
+    conv1x1 of stride 2) and replace a pooling position outright (resnet_asap.py's max pool)."""
+    from stridelab.layers import ConvKit, PaddingSpec, create_downsample
+
+    kit = ConvKit(padding=PaddingSpec("zeros"))
+    for name, cls in (("flc", FLCPool2d), ("asap", ASAPPool2d)):
+        ds = create_downsample(name)
+        main, short = ds.residual(kit, 4, 8)
+        assert isinstance(main.down, cls) and main.block[0].stride == (1, 1)
+        assert list(main._modules) == ["down", "block"]
+        assert isinstance(short.pool, cls) and short.conv.stride == (1, 1)
+        assert isinstance(ds.pool(kit, 4, 3), cls)
+        x = torch.randn(2, 4, 16, 16)
+        with torch.no_grad():
+            assert torch.equal(main.eval()(x), main.block(cls()(x)))
+            assert main(x).shape == (2, 8, 8, 8)
+    assert create_downsample("asap").subsampler(ConvKit(padding=PaddingSpec("circular")), 4).pad.mode == "circular"
+    with pytest.raises(Exception, match="pad_one"):
+        create_downsample("asap", pad_one="yes")
+
+
+def test_convert_puts_flc_before_every_strided_conv_and_in_place_of_pools():
+    import torchvision
+
+    from stridelab.models import convert
+
+    net = convert(torchvision.models.resnet18(num_classes=10), "flc", stem="convert")
+    report = net.stridelab_conversion
+    assert "maxpool maxpool" in report.sites and "conv conv1" in report.sites
+    assert isinstance(net.maxpool.down, FLCPool2d) and not hasattr(net.maxpool, "max")
+    lines = [line.strip() for line in net.code.splitlines() if "layer2_0_conv1" in line]
+    assert lines[0].startswith("layer2_0_conv1_down = ") and "conv1_down(layer1_1_relu_1)" in lines[0]
+    assert lines[1].startswith("layer2_0_conv1 = ") and ".conv1(layer2_0_conv1_down)" in lines[1]
+    assert isinstance(net.get_submodule("layer2.0.conv1_down"), FLCPool2d)
+    assert net.get_submodule("layer2.0.conv1").stride == (1, 1)
+    assert net(torch.randn(1, 3, 64, 64)).shape == (1, 10)

@@ -18,6 +18,8 @@ avgpool    conv(s1)+act+AvgPool(2)   AvgPool(pool, s2)                AvgPool(2)
 blurpool   conv(s1)+act+Blur(s2)     MaxPool(2, s1)+Blur(s2)          Blur(s2)+conv1x1+norm
 aps        conv(s1)+act+APS          MaxPool(2, s1)+APS               APS(block's index)+conv1x1+norm
 lps        conv(s1)+act+LPS          MaxPool(2, s1)+LPS               LPS(block's choice)+conv1x1+norm
+flc        FLC+conv(s1)+norm+act     FLC                              FLC+conv1x1+norm
+asap       ASAP+conv(s1)+norm+act    ASAP                             ASAP+conv1x1+norm
 =========  ========================  ===============================  ==========================
 
 ``blurpool`` follows Zhang 2019 (ICML), Sec. 3: MaxPool -> MaxBlurPool, StridedConv -> ConvBlurPool,
@@ -25,8 +27,13 @@ and Blur before the 1x1 projection of a residual shortcut. ``aps`` (Chaman & Dok
 ``lps`` (Rojas-Gomez et al. 2022) replace the stride-2 subsampling by a data-dependent choice of the
 polyphase component (:mod:`stridelab.layers.polyphase`), optionally after a stride-1 binomial blur
 (``filter_size`` > 1: "APS + LPF"); a residual shortcut takes the grid its block's main branch chose
-(:meth:`Downsample.residual` ties the two). The dense 2x2 max of ``blurpool``/``aps``/``lps`` pool
-positions is unpadded as in Zhang's reference, except under circular padding
+(:meth:`Downsample.residual` ties the two). ``flc`` and ``asap`` (Grabinski et al. 2022/2023) pool
+in the Fourier domain (:mod:`stridelab.layers.fourier`) *before* the conv, which then runs at stride
+1, and replace a pooling position outright: the placement of the authors' ResNets
+(GeJulia/flc_pooling, ``resnet_flc.py`` / ``resnet_asap.py``: ``conv3x3``/``conv1x1`` of stride 2
+become the pooling then the conv; ASAP's ResNet replaces the stem's max pool by ASAP). The dense
+2x2 max of ``blurpool``/``aps``/``lps`` pool positions is unpadded as in Zhang's reference, except
+under circular padding
 (:func:`~stridelab.layers.pool.create_dense_max`).
 
 Underneath the three builders is one notion, :meth:`Downsample.subsampler`: the module that replaces
@@ -46,6 +53,7 @@ import torch.nn as nn
 from stridelab.errors import ConfigError, choose
 from stridelab.layers.blur import BlurPool2d, binomial_filter
 from stridelab.layers.conv import ConvKit
+from stridelab.layers.fourier import ASAPPool2d, FLCPool2d
 from stridelab.layers.polyphase import (
     POLYPHASE_NORMS,
     AdaptivePolyphase,
@@ -71,6 +79,10 @@ class Downsample:
     # True when the subsampler chooses its grid from the data (APS, LPS): the strided ops of a
     # residual block must then share one choice (``tie``).
     adaptive_grid: ClassVar[bool] = False
+    # True when the subsampler goes before the conv that loses its stride (FLC, ASAP), not after
+    # the conv's norm and activation (blur pooling, APS, LPS), and a pooling position is replaced
+    # by the subsampler alone (no dense max before it).
+    before_conv: ClassVar[bool] = False
     pool_size: int | None = None
 
     def subsampler(
@@ -281,6 +293,52 @@ class LpsDownsample(_PolyphaseDownsample):
         hidden = int(self.hidden or channels)
         scorer = ComponentScorer(kit.conv(channels, hidden, 3, bias=True), kit.conv(hidden, hidden, 3, bias=True))
         return LearnablePolyphase(scorer, self.tau_start, self.tau_end, self.anneal, kit.padding.mode, tie)
+
+
+@dataclass
+class _FourierDownsample(_PoolDownsample):
+    """Pooling in the Fourier domain before a stride-1 conv (see the module docstring)."""
+
+    before_conv: ClassVar[bool] = True
+
+    def block(self, kit, in_chs, out_chs, kernel_size=3):
+        return nn.Sequential(
+            OrderedDict(down=self.subsampler(kit, in_chs), block=kit.conv_block(in_chs, out_chs, kernel_size, stride=1))
+        )
+
+    def pool(self, kit, channels, pool_size):
+        return self.subsampler(kit, channels)
+
+
+@DOWNSAMPLE_REGISTRY.register()
+@dataclass
+class FlcDownsample(_FourierDownsample):
+    """FrequencyLowCut pooling (Grabinski et al., ECCV 2022): the centred half of the spectrum. It
+    reads the whole map at once, so the padding mode does not reach it (its spectrum is periodic:
+    it is circular by nature)."""
+
+    name: ClassVar[str] = "flc"
+
+    def subsampler(self, kit, channels, tie=None, follows=False, pool_size=2):
+        return FLCPool2d()
+
+
+@DOWNSAMPLE_REGISTRY.register()
+@dataclass
+class AsapDownsample(_FourierDownsample):
+    """ASAP (Grabinski et al. 2023): FLC pooling of a Hamming-windowed spectrum; ``pad_one``: one
+    row and column first (the reference's default, ``ASAP_padding_one``), padded as the network
+    pads (zeros: the reference's; partial: zeros)."""
+
+    name: ClassVar[str] = "asap"
+    pad_one: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.pad_one, bool):
+            raise ConfigError(f"downsample.pad_one must be true or false (got {self.pad_one!r}).")
+
+    def subsampler(self, kit, channels, tie=None, follows=False, pool_size=2):
+        return ASAPPool2d(pad_one=self.pad_one, mode=kit.padding.mode)
 
 
 def create_downsample(name: str, **kwargs) -> Downsample:

@@ -21,15 +21,16 @@ per map size and device (the reference keeps the first size's window, on ``cuda`
 not reproduced; half-precision maps are transformed in fp32.
 
 The spectrum is periodic, so both are exactly equivariant to circular shifts of even size (a shift
-by 2 of the input is a shift by 1 of the output); the zero row and column of ASAP's padding break
-that at the border.
+by 2 of the input is a shift by 1 of the output); ASAP's padded row and column break that (in any
+padding mode: an odd map has no exact half-size grid), and ASAP with ``pad_one=False`` keeps it.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from stridelab.layers.padding import Pad2d
 
 
 def low_frequencies(spectrum: torch.Tensor) -> torch.Tensor:
@@ -64,11 +65,13 @@ class FLCPool2d(nn.Module):
 
 class ASAPPool2d(nn.Module):
     """ASAP (Grabinski et al. 2023): FLC pooling of a Hamming-windowed spectrum; ``pad_one``: pad
-    one row and column of zeros at the bottom and right first (the reference's default version)."""
+    one row and column at the bottom and right first (the reference's default version), with zeros
+    as the reference (``mode="zeros"``) or another mode of the padding vocabulary."""
 
-    def __init__(self, pad_one: bool = True) -> None:
+    def __init__(self, pad_one: bool = True, mode: str = "zeros") -> None:
         super().__init__()
         self.pad_one = bool(pad_one)
+        self.pad = Pad2d((0, 1, 0, 1), mode) if self.pad_one else nn.Identity()
         self._windows: dict = {}  # per (H, W, device): cheap to rebuild, so not a buffer
 
     def window(self, h: int, w: int, device) -> torch.Tensor:
@@ -78,9 +81,8 @@ class ASAPPool2d(nn.Module):
         return self._windows[key]
 
     def forward(self, x):
-        if self.pad_one:
-            x = F.pad(x, (0, 1, 0, 1))
+        x = self.pad(x)
         return fourier_pool(x, self.window(x.shape[-2], x.shape[-1], x.device))
 
     def extra_repr(self) -> str:
-        return f"pad_one={self.pad_one}"
+        return f"pad_one={self.pad_one}, mode={self.pad.mode!r}" if self.pad_one else "pad_one=False"

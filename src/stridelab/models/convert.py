@@ -21,6 +21,9 @@ stride-2 max pool                          a dense max (stride 1), then the subs
                                            ``"keep"`` the pool's own window and padding (DenseNet)
 stride-2 average pool                      the subsampler (DenseNet transitions; for blur
                                            pooling the blur alone)
+FLC / ASAP (``before_conv``)               the subsampler, then the conv at stride 1, for every
+                                           conv; a max or average pool becomes the subsampler
+                                           alone (GeJulia/flc_pooling's ResNets)
 stride-2 conv reading the input image      kept with ``stem="keep"`` (antialiased-cnns);
                                            converted with ``stem="convert"`` (the APS authors'
                                            choice: only then is a network exactly shift invariant)
@@ -131,7 +134,8 @@ def convert(
         _tie_blocks(sites, report)
     pool_mode = spec.mode if spec is not None else "zeros"  # None: a dense max keeps the pool's own padding
     for site in sites:
-        _rewrite(gm, site, ds, kit, _dense_max(gm, site, pool_mode, dense_max))
+        dense = None if ds.before_conv else _dense_max(gm, site, pool_mode, dense_max)
+        _rewrite(gm, site, ds, kit, dense)
     if spec is not None:  # the pools left (a rewritten max pool's own padding is gone with its stride)
         _repad_pools(gm, spec.mode)
     gm.graph.lint()
@@ -301,17 +305,17 @@ def _rewrite(gm: fx.GraphModule, site: Site, ds: Downsample, kit: ConvKit, dense
     module = gm.get_submodule(site.target)
     if site.kind in ("conv", "projection"):
         module.stride = (1, 1)
-    if site.kind == "conv":
+    if site.kind == "conv" and not ds.before_conv:
         after = _after_norm_and_act(gm, site.node)
         sub = ds.subsampler(kit, _channels(gm, site.node), site.tie, site.follows)
         _insert_after(gm, after, f"{site.target}_down", sub)
-    elif site.kind == "projection":
+    elif site.kind in ("conv", "projection"):  # a projection, or a conv of a strategy that pools first
         sub = ds.subsampler(kit, module.in_channels, site.tie, site.follows)
         _insert_before(gm, site.node, f"{site.target}_down", sub)
     else:
         channels = _channels(gm, site.node)
         layers = {"down": ds.subsampler(kit, channels, site.tie, site.follows)}
-        if site.kind == "maxpool":
+        if dense is not None:
             layers = {"max": dense, **layers}
         sized = PoolSite(  # the original pool's output size, whatever the map's
             layers, module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1), module.ceil_mode
