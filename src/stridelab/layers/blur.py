@@ -58,6 +58,14 @@ class BlurPool2d(nn.Module):
             y = y / self._inside_mass(x.shape[-2:], x.device, y.dtype)
         return y
 
+    def before_subsampling(self, x: torch.Tensor) -> torch.Tensor:
+        """The blurred map at full resolution: what ``forward`` subsamples (the aliasing metric reads it)."""
+        y = F.conv2d(self.pad(x), self.filter.to(dtype=x.dtype), groups=self.channels)
+        if self.partial and any(self.pad.padding):
+            kernel = binomial_filter(self.filter_size, torch.float64).to(x.device)
+            y = y / inside_mass(tuple(x.shape[-2:]), kernel, 1, self.pad.padding).to(y.dtype)
+        return y
+
     def _inside_mass(self, size, device, dtype) -> torch.Tensor:
         """The filter's weight inside the image at each output (partial padding's normaliser)."""
         key = (tuple(size), str(device), dtype)

@@ -20,6 +20,8 @@ aps        conv(s1)+act+APS          MaxPool(2, s1)+APS               APS(block'
 lps        conv(s1)+act+LPS          MaxPool(2, s1)+LPS               LPS(block's choice)+conv1x1+norm
 flc        FLC+conv(s1)+norm+act     FLC                              FLC+conv1x1+norm
 asap       ASAP+conv(s1)+norm+act    ASAP                             ASAP+conv1x1+norm
+tips       conv(s1)+act+TIPS         MaxPool(2, s1)+TIPS              TIPS+conv1x1+norm
+ddac       conv(s1)+act+DDAC         MaxPool(2, s1)+DDAC              DDAC+conv1x1+norm
 =========  ========================  ===============================  ==========================
 
 ``blurpool`` follows Zhang 2019 (ICML), Sec. 3: MaxPool -> MaxBlurPool, StridedConv -> ConvBlurPool,
@@ -51,9 +53,11 @@ from typing import ClassVar
 import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
+from stridelab.layers.adaptive import AdaptiveBlurPool2d
 from stridelab.layers.blur import BlurPool2d, binomial_filter
 from stridelab.layers.conv import ConvKit
 from stridelab.layers.fourier import ASAPPool2d, FLCPool2d
+from stridelab.layers.ideal import IdealLowPass2d
 from stridelab.layers.polyphase import (
     POLYPHASE_NORMS,
     AdaptivePolyphase,
@@ -64,9 +68,11 @@ from stridelab.layers.polyphase import (
     check_temperatures,
 )
 from stridelab.layers.pool import create_dense_max, create_pool
+from stridelab.layers.tips import TIPS2d
 from stridelab.registry import Registry
 
 DOWNSAMPLE_REGISTRY = Registry("downsample")
+BLUR_FILTERS = ("binomial", "ideal")
 
 
 @dataclass
@@ -74,6 +80,8 @@ class Downsample:
     """Base strategy. ``pool_size``: window of pooling positions (None: the model's own)."""
 
     name: ClassVar[str] = "base"
+    # True when the network's own strides stay (conv, strided): no subsampler replaces them.
+    keeps_strides: ClassVar[bool] = False
     # True when pooling positions are removed and the preceding conv takes the stride instead.
     strides_previous_conv: ClassVar[bool] = False
     # True when the subsampler chooses its grid from the data (APS, LPS): the strided ops of a
@@ -120,6 +128,7 @@ class ConvDownsample(Downsample):
     """Stride-2 convolution (the all-convolutional choice). ``kernel_size`` for pool positions."""
 
     name: ClassVar[str] = "conv"
+    keeps_strides: ClassVar[bool] = True
     kernel_size: int = 3
 
     def block(self, kit, in_chs, out_chs, kernel_size=3):
@@ -184,23 +193,57 @@ class AvgPoolDownsample(_PoolDownsample):
     kind: ClassVar[str] = "avg"
 
 
-@DOWNSAMPLE_REGISTRY.register()
 @dataclass
-class BlurPoolDownsample(_PoolDownsample):
-    """Anti-aliased downsampling (Zhang 2019) with a ``filter_size`` binomial filter."""
-
-    name: ClassVar[str] = "blurpool"
-    filter_size: int = 3
-
-    def __post_init__(self):
-        binomial_filter(int(self.filter_size))  # refuse unsupported sizes when the config is read
-
-    def subsampler(self, kit, channels, tie=None, follows=False, pool_size=2):
-        return BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding)
+class _DenseMaxDownsample(_PoolDownsample):
+    """Zhang's layout for a subsampler that replaces a stride: after a strided conv's norm and
+    activation, before a shortcut's 1x1, and after a dense 2x2 max at pooling positions."""
 
     def pool(self, kit, channels, pool_size):
         # MaxBlurPool: max over a dense 2x2 window (stride 1), then blur and subsample.
         return nn.Sequential(OrderedDict(max=create_dense_max(kit.padding.mode), blur=self.subsampler(kit, channels)))
+
+
+@DOWNSAMPLE_REGISTRY.register()
+@dataclass
+class BlurPoolDownsample(_DenseMaxDownsample):
+    """Anti-aliased downsampling (Zhang 2019) with a ``filter_size`` binomial filter, or with
+    ``filter="ideal"`` the ideal low-pass filter of Alias-Free ConvNets (Michaeli et al. 2023; an FFT
+    box mask at 1/stride, circular whatever the padding mode: :mod:`stridelab.layers.ideal`)."""
+
+    name: ClassVar[str] = "blurpool"
+    filter_size: int = 3
+    filter: str = "binomial"
+
+    def __post_init__(self):
+        choose("downsample.filter", self.filter, BLUR_FILTERS)
+        binomial_filter(int(self.filter_size))  # refuse unsupported sizes when the config is read
+
+    def subsampler(self, kit, channels, tie=None, follows=False, pool_size=2):
+        if self.filter == "ideal":
+            return IdealLowPass2d(stride=2)
+        return BlurPool2d(channels, self.filter_size, stride=2, padding=kit.padding)
+
+
+@DOWNSAMPLE_REGISTRY.register()
+@dataclass
+class DdacDownsample(_DenseMaxDownsample):
+    """Content-adaptive low-pass filters (DDAC, Zou et al., BMVC 2020): per pixel and channel group a
+    ``filter_size`` x ``filter_size`` filter predicted from the map (:mod:`stridelab.layers.adaptive`),
+    placed as blur pooling (the authors' ResNets). ``group`` must divide every map's channels."""
+
+    name: ClassVar[str] = "ddac"
+    filter_size: int = 3
+    group: int = 8
+
+    def __post_init__(self):
+        if int(self.filter_size) < 1 or int(self.filter_size) % 2 == 0 or int(self.group) < 1:
+            raise ConfigError(
+                f"downsample=ddac needs an odd filter_size >= 1 and group >= 1 (got filter_size={self.filter_size}, "
+                f"group={self.group}); the authors' models use filter_size=3 or 5 with group=8."
+            )
+
+    def subsampler(self, kit, channels, tie=None, follows=False, pool_size=2):
+        return AdaptiveBlurPool2d(channels, int(self.filter_size), int(self.group), stride=2, padding=kit.padding)
 
 
 @dataclass
@@ -293,6 +336,35 @@ class LpsDownsample(_PolyphaseDownsample):
         hidden = int(self.hidden or channels)
         scorer = ComponentScorer(kit.conv(channels, hidden, 3, bias=True), kit.conv(hidden, hidden, 3, bias=True))
         return LearnablePolyphase(scorer, self.tau_start, self.tau_end, self.anneal, kit.padding.mode, tie)
+
+
+@DOWNSAMPLE_REGISTRY.register()
+@dataclass
+class TipsDownsample(_DenseMaxDownsample):
+    """TIPS (Saha & Gokhale, WACV 2025): a learnt soft mixture of the four polyphase components
+    (:mod:`stridelab.layers.tips`), placed as blur pooling (after the conv's norm and activation;
+    its own TIPS before a shortcut's 1x1, untied as the reference's; a dense 2x2 max before it at
+    pooling positions, as APS). Its training terms weigh the cross-entropy by ``1 - alpha`` and add
+    the shift term (weight ``alpha``, from epoch ``wake_up_epoch``, 1-based) and the one-hot term."""
+
+    name: ClassVar[str] = "tips"
+    alpha: float = 0.35
+    wake_up_epoch: int = 100
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.alpha) < 1.0:
+            raise ConfigError(
+                f"downsample.alpha must be in [0, 1) (got {self.alpha}): TIPS weighs the cross-entropy by "
+                "1 - alpha and its shift term by alpha (the reference's 0.35)."
+            )
+        if int(self.wake_up_epoch) < 1:
+            raise ConfigError(
+                f"downsample.wake_up_epoch must be >= 1 (got {self.wake_up_epoch}): the 1-based epoch from which "
+                "TIPS's shift term counts (1: from the start)."
+            )
+
+    def subsampler(self, kit, channels, tie=None, follows=False, pool_size=2):
+        return TIPS2d(channels, self.alpha, self.wake_up_epoch, kit.padding)
 
 
 @dataclass

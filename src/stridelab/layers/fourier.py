@@ -46,14 +46,26 @@ def hamming_window(h: int, w: int, device=None) -> torch.Tensor:
     return torch.sqrt(torch.outer(rows, cols))
 
 
-def fourier_pool(x: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
-    """Keep the centred half of ``x``'s spectrum (times ``window``, centred like it) and go back."""
+def _centred_spectrum(x: torch.Tensor, window: torch.Tensor | None) -> torch.Tensor:
     source = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # FFTs in fp32 at least
     spectrum = torch.fft.fftshift(torch.fft.fft2(source, norm="forward"), dim=(-2, -1))
-    if window is not None:
-        spectrum = spectrum * window.to(spectrum.real.dtype)
-    low = low_frequencies(spectrum)
+    return spectrum if window is None else spectrum * window.to(spectrum.real.dtype)
+
+
+def fourier_pool(x: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+    """Keep the centred half of ``x``'s spectrum (times ``window``, centred like it) and go back."""
+    low = low_frequencies(_centred_spectrum(x, window))
     return torch.fft.ifft2(torch.fft.ifftshift(low, dim=(-2, -1)), norm="forward").real.to(x.dtype)
+
+
+def band_limited(x: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+    """What :func:`fourier_pool` keeps, at ``x``'s own size: the spectrum outside the centred half
+    set to zero. Its power above the half-size map's Nyquist frequency is zero by construction; the
+    aliasing metric reads it as the map these layers subsample."""
+    spectrum = _centred_spectrum(x, window)
+    kept = torch.zeros_like(spectrum)
+    low_frequencies(kept).copy_(low_frequencies(spectrum))
+    return torch.fft.ifft2(torch.fft.ifftshift(kept, dim=(-2, -1)), norm="forward").real.to(x.dtype)
 
 
 class FLCPool2d(nn.Module):
@@ -61,6 +73,9 @@ class FLCPool2d(nn.Module):
 
     def forward(self, x):
         return fourier_pool(x)
+
+    def before_subsampling(self, x: torch.Tensor) -> torch.Tensor:
+        return band_limited(x)
 
 
 class ASAPPool2d(nn.Module):
@@ -83,6 +98,10 @@ class ASAPPool2d(nn.Module):
     def forward(self, x):
         x = self.pad(x)
         return fourier_pool(x, self.window(x.shape[-2], x.shape[-1], x.device))
+
+    def before_subsampling(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pad(x)
+        return band_limited(x, self.window(x.shape[-2], x.shape[-1], x.device))
 
     def extra_repr(self) -> str:
         return f"pad_one={self.pad_one}, mode={self.pad.mode!r}" if self.pad_one else "pad_one=False"

@@ -107,6 +107,10 @@ class PolyphaseSelect(nn.Module):
     def choose(self, components: torch.Tensor) -> Choice:
         raise NotImplementedError
 
+    def before_subsampling(self, x: torch.Tensor) -> torch.Tensor:
+        """The map one of whose components is kept: the input itself (no filter in between)."""
+        return x
+
     def forward(self, x):
         components = polyphase_components(pad_to_even(x, self.pad_mode))
         choice = self.choose(components)
@@ -207,6 +211,9 @@ class TiedPolyphase(nn.Module):
         super().__init__()
         self.pad_mode = pad_mode
         self.tie = tie
+
+    def before_subsampling(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
     def forward(self, x):
         return self.tie.take().apply(polyphase_components(pad_to_even(x, self.pad_mode)))

@@ -18,12 +18,12 @@ import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
 from stridelab.files import atomic_write_bytes, atomic_write_text
-from stridelab.metrics import border, cost, position, probe, shift, spatial
+from stridelab.metrics import aliasing, border, cost, position, probe, shift, spatial
 from stridelab.metrics.inference import autocast_dtype, full_precision, inference_copy, logits_of
 from stridelab.models.stages import stage_modules
 from stridelab.training.timing import ThroughputWindow
 
-METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "cost")
+METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "aliasing", "cost")
 # Key prefixes the suite writes (a new measurement replaces all of them).
 SUITE_PREFIXES = (*METRIC_GROUPS, "metrics")
 
@@ -131,6 +131,7 @@ class MeasurementSuite:
     timing_seconds: float = 0.5
     inference_batch: int = 256
     probe_ridge: float = 1e-3
+    aliasing_images: int = 256
     skip: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -140,7 +141,7 @@ class MeasurementSuite:
         from stridelab.data.augment import CROP_FILLS
 
         choose("metrics.crop_fill", self.crop_fill, CROP_FILLS)
-        for knob in ("batch_size", "border_band", "inference_batch"):
+        for knob in ("batch_size", "border_band", "inference_batch", "aliasing_images"):
             if int(getattr(self, knob)) < 1:
                 raise ConfigError(f"metrics.{knob} must be >= 1 (got {getattr(self, knob)}).")
         if min(self.max_shift, self.crop_padding, self.warmup_steps, self.timing_seconds) < 0:
@@ -296,6 +297,12 @@ class MeasurementSuite:
                 dis = (datamodule.model_inputs(moved[0][idx], device), torch.from_numpy(moved[1][idx]).to(device))
                 r = position.position_gap(fast, (x, y), dis, batch_size=bs)
                 out.update({f"position/{k}": v for k, v in r.items()})
+            if "aliasing" in run:
+                shares = aliasing.aliasing_shares(model, x[: self.aliasing_images], bs)
+                if shares:
+                    out["aliasing/mean"] = float(np.mean(list(shares.values())))
+                out.update({f"aliasing/site_{k}": v for k, v in shares.items()})
+                out.update({"aliasing/sites": len(shares), "aliasing/images": min(len(x), self.aliasing_images)})
         if "cost" in run:
             out.update(
                 self._cost(model, datamodule, x, y, input_shape, device, precision, amp, fit_window, eval_window)

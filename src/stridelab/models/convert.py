@@ -113,7 +113,7 @@ def convert(
         _repad_convs(model, spec.mode)
     kit = ConvKit(padding=spec or PaddingSpec(mode="reflect"))
     report = Conversion(ds.name)
-    if ds.subsampler(kit, 1) is None:  # conv, strided: the model's own strides are the baseline
+    if ds.keeps_strides:  # conv, strided: the model's own strides are the baseline
         if spec is not None:
             _repad_pools(model, spec.mode)
         model.stridelab_conversion = report

@@ -22,8 +22,10 @@ import lightning as L
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from stridelab.errors import RunDiverged
+from stridelab.layers.objective import training_objective
 
 
 class _Tally:
@@ -87,7 +89,7 @@ class Classifier(L.LightningModule):
         self.diverge_factor = None if diverge_factor is None else float(diverge_factor)
         self._train, self._val, self._test = _Tally(), _Tally(), {}
         self._resumed_tally: _Tally | None = None
-        self._annealed, self._total_steps = [], 1
+        self._annealed, self._epoched, self._total_steps = [], [], 1
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._forward = self.model
@@ -104,14 +106,24 @@ class Classifier(L.LightningModule):
 
     # training ----------------------------------------------------------------------------------
     def on_train_start(self) -> None:
-        # Layers that follow the training progress (LPS's Gumbel-softmax temperature).
+        # Layers that follow the training progress (LPS's Gumbel-softmax temperature) or its epoch
+        # (TIPS's wake-up epoch).
         self._annealed = [m for m in self.model.modules() if hasattr(m, "set_training_progress")]
+        self._epoched = [m for m in self.model.modules() if hasattr(m, "set_training_epoch")]
         self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        late = {int(m.wake_up_epoch) for m in self._epoched if getattr(m, "wake_up_epoch", 0) > self.trainer.max_epochs}
+        if late and self.trainer.max_epochs and self.trainer.max_epochs > 0:
+            rank_zero_warn(
+                f"downsample.wake_up_epoch={min(late)} is after the run's last epoch ({self.trainer.max_epochs}): "
+                "TIPS's shift term will never count. Set downsample.wake_up_epoch to an epoch of this run."
+            )
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._resumed_tally = None
         for m in self._annealed:  # a host float into a device buffer: no sync
             m.set_training_progress(self.trainer.global_step / self._total_steps)
+        for m in self._epoched:
+            m.set_training_epoch(self.current_epoch)
 
     def on_train_epoch_start(self) -> None:
         self._train, self._resumed_tally = self._resumed_tally or _Tally(), None
@@ -136,10 +148,15 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self._loss(logits, y)
-        self._train.add(logits.detach(), y, loss.detach() * y.numel())
+        self._train.add(logits.detach(), y, loss.detach() * y.numel())  # train/loss stays the cross-entropy
+        ce_weight, terms = training_objective(self.model)
+        objective = loss if not terms else ce_weight * loss + sum(w * value for value, w in terms.values())
         if self._logging_step():
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
-        return loss
+            if terms:  # a method's own terms (TIPS): each value, and what is minimised
+                self.log_dict({f"train/{name}_step": value.detach() for name, (value, _) in terms.items()})
+                self.log("train/objective_step", objective.detach(), on_step=True, on_epoch=False)
+        return objective
 
     def _logging_step(self) -> bool:
         """Whether Lightning writes step metrics after this step (every ``trainer.log_every_n_steps``,
