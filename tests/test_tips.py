@@ -121,7 +121,7 @@ def test_a_tips_run_minimises_and_logs_its_terms(tmp_path, compose):
             "model=resnet20",
             "model.widths=[8,8,8]",
             "downsample=tips",
-            "downsample.wake_up_epoch=1",
+            "downsample.wake_up_epoch=1",  # smoke runs 1 epoch; the default would be epoch 1 as well
             "logger=csv",
             "trainer.log_every_n_steps=1",
             "+trainer.limit_train_batches=2",
@@ -150,3 +150,16 @@ def test_a_tips_run_minimises_and_logs_its_terms(tmp_path, compose):
         assert shift > 0 and onehot > 0
         assert float(row["train/objective_step"]) == pytest.approx(0.65 * ce + onehot + 0.35 * shift, rel=1e-5)
         assert loss == pytest.approx(float(row["train/objective_step"]), rel=1e-5)
+
+
+def test_default_wake_up_is_the_readmes_share_of_the_run():
+    from stridelab.layers.tips import wake_up_epoch_of
+
+    assert [wake_up_epoch_of(n) for n in (480, 20, 4, 1, None)] == [100, 4, 1, 1, 1]
+    layer = _tips().train()
+    layer.set_training_epoch(2, 20)  # the third epoch of 20: the term waits until epoch 4
+    layer(torch.randn(1, 3, 8, 8, dtype=torch.float64))
+    assert training_objective(layer)[1]["tips/shift"][1] == 0.0
+    layer.set_training_epoch(3, 20)
+    layer(torch.randn(1, 3, 8, 8, dtype=torch.float64))
+    assert training_objective(layer)[1]["tips/shift"][1] == pytest.approx(0.35)

@@ -345,11 +345,12 @@ class TipsDownsample(_DenseMaxDownsample):
     (:mod:`stridelab.layers.tips`), placed as blur pooling (after the conv's norm and activation;
     its own TIPS before a shortcut's 1x1, untied as the reference's; a dense 2x2 max before it at
     pooling positions, as APS). Its training terms weigh the cross-entropy by ``1 - alpha`` and add
-    the shift term (weight ``alpha``, from epoch ``wake_up_epoch``, 1-based) and the one-hot term."""
+    the shift term (weight ``alpha``, from epoch ``wake_up_epoch``, 1-based; None: the share of the
+    run the reference's README gives, 100 of 480 epochs) and the one-hot term."""
 
     name: ClassVar[str] = "tips"
     alpha: float = 0.35
-    wake_up_epoch: int = 100
+    wake_up_epoch: int | None = None
 
     def __post_init__(self):
         if not 0.0 <= float(self.alpha) < 1.0:
@@ -357,7 +358,7 @@ class TipsDownsample(_DenseMaxDownsample):
                 f"downsample.alpha must be in [0, 1) (got {self.alpha}): TIPS weighs the cross-entropy by "
                 "1 - alpha and its shift term by alpha (the reference's 0.35)."
             )
-        if int(self.wake_up_epoch) < 1:
+        if self.wake_up_epoch is not None and int(self.wake_up_epoch) < 1:
             raise ConfigError(
                 f"downsample.wake_up_epoch must be >= 1 (got {self.wake_up_epoch}): the 1-based epoch from which "
                 "TIPS's shift term counts (1: from the start)."

@@ -22,6 +22,7 @@ Training terms (:mod:`stridelab.layers.objective`), as ``train_test.py`` and ``u
 * ``tips/shift`` (L_TI): per layer ``MSE(psi(x), roll(x, (dh, dw)))``, ``dh, dw`` uniform on
   ``{-m..m}``, one draw per forward for the whole batch, averaged over the TIPS layers with equal
   weights;
+  ``wake_up_epoch`` defaults to the README's share of the run (epoch 100 of 480: epoch 4 of 20, 1 of 4);
 * ``tips/onehot``: the mean over samples and channels of every TIPS layer of ``1 - ||tau||_2`` (0 for
   a one-hot mixture, 1/2 for a uniform one), weight 1, always on.
 
@@ -45,15 +46,24 @@ import torch.nn.functional as F
 from stridelab.layers.objective import LossTerm
 from stridelab.layers.padding import PaddingSpec
 
+# The README's schedule turns the shift term on at epoch 100 of 480: the same share of a run when
+# no wake-up epoch is given.
+WAKE_UP_SHARE = 100 / 480
+
+
+def wake_up_epoch_of(epochs: int | None) -> int:
+    """The 1-based epoch from which the shift term counts in a run of ``epochs`` epochs, by default."""
+    return max(1, round(WAKE_UP_SHARE * epochs)) if epochs and epochs > 0 else 1
+
 
 class TIPS2d(nn.Module):
-    """TIPS at stride 2 on ``channels`` channels; ``alpha``, ``wake_up_epoch`` (1-based, as the
-    reference counts) weigh its training terms."""
+    """TIPS at stride 2 on ``channels`` channels; ``alpha`` and ``wake_up_epoch`` (1-based, as the
+    reference counts; None: :func:`wake_up_epoch_of` the run's epochs) weigh its training terms."""
 
     stride = 2
 
     def __init__(
-        self, channels: int, alpha: float = 0.35, wake_up_epoch: int = 100, padding: PaddingSpec | None = None
+        self, channels: int, alpha: float = 0.35, wake_up_epoch: int | None = None, padding: PaddingSpec | None = None
     ) -> None:
         super().__init__()
         padding = padding or PaddingSpec("zeros")
@@ -63,13 +73,18 @@ class TIPS2d(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)
         for conv in (self.conv1, self.conv2):  # the reference ResNet's init of every conv
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        self.alpha, self.wake_up_epoch = float(alpha), int(wake_up_epoch)
+        self.alpha, self.wake_up_epoch = float(alpha), None if wake_up_epoch is None else int(wake_up_epoch)
         self.classification_weight = 1.0 - self.alpha
-        self.epoch = 0  # 0-based, set by the training loop
+        self.epoch, self.epochs = 0, None  # 0-based epoch and the run's epochs, set by the training loop
         self._terms: dict[str, LossTerm] = {}
 
-    def set_training_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_training_epoch(self, epoch: int, epochs: int | None = None) -> None:
+        self.epoch, self.epochs = int(epoch), epochs
+
+    @property
+    def awake_from(self) -> int:
+        """The 1-based epoch from which the shift term counts."""
+        return self.wake_up_epoch if self.wake_up_epoch is not None else wake_up_epoch_of(self.epochs)
 
     def loss_terms(self) -> dict[str, LossTerm]:
         terms, self._terms = self._terms, {}
@@ -101,7 +116,7 @@ class TIPS2d(nn.Module):
         m_h, m_w = x.shape[-2] // 4, x.shape[-1] // 4
         dh, dw = (int(torch.randint(-m, m + 1, ())) for m in (m_h, m_w))  # host draws: no device sync
         target = torch.roll(x, (dh, dw), dims=(-2, -1)).detach()
-        awake = self.epoch + 1 >= self.wake_up_epoch
+        awake = self.epoch + 1 >= self.awake_from
         onehot = (1 - torch.linalg.vector_norm(tau.float(), dim=-1)).sum()
         return {
             "tips/shift": LossTerm(F.mse_loss(psi.float(), target.float()), 1.0, self.alpha if awake else 0.0),

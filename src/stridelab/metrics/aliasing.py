@@ -40,7 +40,7 @@ STRIDED_TYPES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 def alias_band_share(maps: torch.Tensor) -> tuple[float, float]:
     """``(power outside the half-size band, total power)`` of ``maps`` (..., H, W), summed."""
     h, w = maps.shape[-2:]
-    power = torch.fft.fft2(maps.double()).abs().square()
+    power = torch.fft.fft2(maps.float() if maps.dtype != torch.float64 else maps).abs().square().double()
     ky = torch.fft.fftfreq(h, d=1.0 / h, dtype=torch.float64, device=maps.device).abs()
     kx = torch.fft.fftfreq(w, d=1.0 / w, dtype=torch.float64, device=maps.device).abs()
     outside = (ky[:, None] > h / 4) | (kx[None, :] > w / 4)

@@ -80,8 +80,10 @@ against the script's functions run with scikit-image 0.26 (``channel_axis=-1`` f
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -461,6 +463,42 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
     return torch.cat([fn(part, severity, generator) for part in images.split(CHUNK)])
 
 
+def check_choice(names: Iterable[str] | None, severities: Sequence[int]) -> tuple[list[str], list[int]]:
+    """The corruptions (None: all) and severities asked for, or a clear error naming the choices."""
+    names = list(CORRUPTIONS) if names is None else list(names)
+    if not names:
+        raise ConfigError(
+            f"No corruption names given (metrics.corruptions). Pick some of: {', '.join(CORRUPTIONS)}, or null for all."
+        )
+    for name in names:
+        choose("corruption in metrics.corruptions", name, CORRUPTIONS)
+    severities = list(severities)
+    if not severities:
+        raise ConfigError(
+            f"No corruption severities given (metrics.corruption_severities). Pick some of {list(SEVERITIES)}."
+        )
+    for severity in severities:
+        _constant(names[0], severity)
+    return names, severities
+
+
+# The corrupted sets of the last images measured: every variant of a sweep run in one process sees the
+# same images (JPEG encoding alone takes ~1 s for 256 images x 5 severities). Bounded in entries and size.
+_SETS: OrderedDict = OrderedDict()
+CACHE_ENTRIES, CACHE_MAX_ELEMENTS = 64, 4_000_000
+
+
+def _corrupt_cached(images: torch.Tensor, digest: str, name: str, severity: int, seed: int) -> torch.Tensor:
+    if images.numel() > CACHE_MAX_ELEMENTS:
+        return corrupt(images, name, severity, seed)
+    key = (digest, tuple(images.shape), str(images.device), name, int(severity), int(seed))
+    if key not in _SETS:
+        _SETS[key] = corrupt(images, name, severity, seed)
+        while len(_SETS) > CACHE_ENTRIES:
+            _SETS.popitem(last=False)
+    return _SETS[key]
+
+
 def corruption_accuracy(
     model: nn.Module,
     images_uint8: torch.Tensor,
@@ -478,16 +516,7 @@ def corruption_accuracy(
     ``corruption/mean_acc`` the mean over corruptions (mCA), ``corruption/clean_acc`` and
     ``corruption/relative_drop`` = clean_acc - mean_acc.
     """
-    names = list(CORRUPTIONS) if names is None else list(names)
-    if not names:
-        raise ConfigError(f"No corruption names given. Pick some of: {', '.join(CORRUPTIONS)} (or None for all).")
-    for name in names:
-        choose("corruption", name, CORRUPTIONS)
-    severities = list(severities)
-    if not severities:
-        raise ConfigError(f"No corruption severities given. Pick some of {list(SEVERITIES)}.")
-    for severity in severities:
-        _constant(names[0], severity)
+    names, severities = check_choice(names, severities)
     _check(images_uint8)
 
     def accuracy_on(images: torch.Tensor) -> float:
@@ -495,8 +524,9 @@ def corruption_accuracy(
         return float((pred == labels.to(pred.device)).double().mean())
 
     out: dict[str, float] = {}
+    digest = hashlib.blake2b(images_uint8.cpu().numpy().tobytes(), digest_size=16).hexdigest()
     for name in names:
-        per_severity = [accuracy_on(corrupt(images_uint8, name, k, seed)) for k in severities]
+        per_severity = [accuracy_on(_corrupt_cached(images_uint8, digest, name, k, seed)) for k in severities]
         out.update({f"corruption/{name}_s{k}": acc for k, acc in zip(severities, per_severity)})
         out[f"corruption/{name}"] = sum(per_severity) / len(per_severity)
     clean = accuracy_on(images_uint8)

@@ -18,12 +18,28 @@ import torch.nn as nn
 
 from stridelab.errors import ConfigError, choose
 from stridelab.files import atomic_write_bytes, atomic_write_text
-from stridelab.metrics import aliasing, border, cost, position, probe, shift, spatial
+from stridelab.metrics import aliasing, border, corruption, cost, position, probe, shift, shift_protocols, spatial
 from stridelab.metrics.inference import autocast_dtype, full_precision, inference_copy, logits_of
 from stridelab.models.stages import stage_modules
 from stridelab.training.timing import ThroughputWindow
 
-METRIC_GROUPS = ("shift", "crop", "border", "audit", "coverage", "position", "probe", "aliasing", "cost")
+METRIC_GROUPS = (
+    "shift",
+    "crop",
+    "pairshift",
+    "worstshift",
+    "subpixel",
+    "corruption",
+    "border",
+    "audit",
+    "coverage",
+    "position",
+    "probe",
+    "aliasing",
+    "cost",
+)
+# Groups that run on the first ``robust_images`` subset images only (tens of passes each).
+ROBUST_GROUPS = ("worstshift", "subpixel", "corruption")
 # Key prefixes the suite writes (a new measurement replaces all of them).
 SUITE_PREFIXES = (*METRIC_GROUPS, "metrics")
 
@@ -34,6 +50,12 @@ HEADLINE = (
     ("shift/circular_consistency", "circular consistency"),
     ("shift/circular_logit_change", "logit change"),
     ("crop/consistency", "crop consistency"),
+    ("pairshift/standard_consistency", "S-cons"),
+    ("pairshift/standard_stable_acc", "S-stab"),
+    ("worstshift/circular_acc", "worst-shift acc"),
+    ("subpixel/consistency", "subpixel consistency"),
+    ("corruption/mean_acc", "corruption acc"),
+    ("aliasing/mean", "aliasing share"),
     ("border/deviation", "border deviation"),
     ("coverage/interior_ratio", "coverage ratio"),
     ("position/gap", "position gap"),
@@ -50,6 +72,12 @@ BETTER = {
     "shift/circular_consistency": 1,
     "shift/circular_logit_change": -1,
     "crop/consistency": 1,
+    "pairshift/standard_consistency": 1,
+    "pairshift/standard_stable_acc": 1,
+    "worstshift/circular_acc": 1,
+    "subpixel/consistency": 1,
+    "corruption/mean_acc": 1,
+    "aliasing/mean": -1,
     "border/deviation": -1,
     "position/gap": -1,
     "position/dissimilar_acc": 1,
@@ -131,6 +159,12 @@ class MeasurementSuite:
     timing_seconds: float = 0.5
     inference_batch: int = 256
     probe_ridge: float = 1e-3
+    pair_shift: tuple[int, int] = (-3, 2)
+    robust_images: int = 256
+    worst_shift: int | None = None
+    subpixel_max_up: int = 4
+    corruptions: tuple[str, ...] | None = None
+    corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     aliasing_images: int = 256
     skip: tuple[str, ...] = ()
 
@@ -141,7 +175,21 @@ class MeasurementSuite:
         from stridelab.data.augment import CROP_FILLS
 
         choose("metrics.crop_fill", self.crop_fill, CROP_FILLS)
-        for knob in ("batch_size", "border_band", "inference_batch", "aliasing_images"):
+        self.pair_shift = tuple(int(v) for v in self.pair_shift)
+        if len(self.pair_shift) != 2 or self.pair_shift[0] > self.pair_shift[1]:
+            raise ConfigError(
+                f"metrics.pair_shift must be [low, high] with low <= high (got {list(self.pair_shift)}): the shifts "
+                "of the standard/circular consistency, each axis uniform on {low..high} (default [-3, 2])."
+            )
+        self.corruptions = None if self.corruptions is None else tuple(self.corruptions)
+        self.corruption_severities = tuple(self.corruption_severities)
+        if "corruption" not in self.skip:
+            corruption.check_choice(self.corruptions, self.corruption_severities)
+        if int(self.subpixel_max_up) < 2:
+            raise ConfigError(f"metrics.subpixel_max_up must be >= 2 (got {self.subpixel_max_up}): shifts are 1/up px.")
+        if self.worst_shift is not None and int(self.worst_shift) < 0:
+            raise ConfigError(f"metrics.worst_shift must be >= 0 or null for max_shift (got {self.worst_shift}).")
+        for knob in ("batch_size", "border_band", "inference_batch", "aliasing_images", "robust_images"):
             if int(getattr(self, knob)) < 1:
                 raise ConfigError(f"metrics.{knob} must be >= 1 (got {getattr(self, knob)}).")
         if min(self.max_shift, self.crop_padding, self.warmup_steps, self.timing_seconds) < 0:
@@ -171,6 +219,11 @@ class MeasurementSuite:
         size or more can hold no image pixel."""
         side = min(int(input_shape[-2]), int(input_shape[-1]))
         problems = []
+        worst = self.max_shift if self.worst_shift is None else int(self.worst_shift)
+        if "worstshift" not in self.skip and worst >= side:
+            problems.append(f"metrics.worst_shift={worst} is not smaller than the {side}-pixel images")
+        if "pairshift" not in self.skip and max(abs(v) for v in self.pair_shift) >= side:
+            problems.append(f"metrics.pair_shift={list(self.pair_shift)} reaches the {side}-pixel images' size")
         if "shift" not in self.skip and self.max_shift >= side:
             problems.append(
                 f"metrics.max_shift={self.max_shift} is not smaller than the {side}-pixel images: a circular "
@@ -223,13 +276,15 @@ class MeasurementSuite:
         out.update({"metrics/subset_size": len(idx), "metrics/subset_seed": self.subset_seed, "metrics/test_set": name})
         run = [g for g in METRIC_GROUPS if g not in self.skip]
         bs = self.batch_size
+        lap = _Laps(out, run)
 
         # Logit-level metrics on a conv+BN-folded copy (the same function, fewer passes over memory).
-        fast = inference_copy(model) if {"shift", "crop", "position", "probe"} & set(run) else model
+        logit_groups = {"shift", "crop", "pairshift", "worstshift", "subpixel", "corruption", "position", "probe"}
+        fast = inference_copy(model) if logit_groups & set(run) else model
         with full_precision():  # image metrics in fp32; cost below at the run's precision
             # The unshifted logits: shift's reference and the stability curve's zero shift, computed once
             # (by the position probe's pass when it runs: it forwards the same batches).
-            needs_base = bool({"shift", "crop"} & set(run))
+            needs_base = bool({"shift", "crop", "pairshift", "worstshift", "subpixel"} & set(run))
             base = None
             if "probe" in run and stage_modules(model):
                 r = probe.position_probe(fast, x, ridge=self.probe_ridge, batch_size=bs, keep_outputs=needs_base)
@@ -237,6 +292,7 @@ class MeasurementSuite:
                 base = r.outputs
             if needs_base and base is None:
                 base = logits_of(fast, x, bs)
+            lap("probe")
             if "shift" in run:
                 r = shift.circular_shift_consistency(
                     fast, x, self.max_shift, seed=self.subset_seed, batch_size=bs, base_logits=base
@@ -248,6 +304,7 @@ class MeasurementSuite:
                         "shift/max_shift": self.max_shift,
                     }
                 )
+            lap("shift")
             if "crop" in run:
                 color = x.mean(dim=(0, 2, 3))
                 r = shift.crop_consistency(
@@ -265,6 +322,9 @@ class MeasurementSuite:
                 )
                 out.update({f"crop/acc_at_{d:+d}": a for d, a in m.stability.items()})
                 out["crop/stability_range"] = max(m.stability.values()) - min(m.stability.values())
+            lap("crop")
+            out.update(self._shift_protocols(fast, datamodule, tests[name][0][idx], x, y, base, device, run))
+            lap("the shift protocols' own laps")  # resets the clock
             if "border" in run:
                 r = border.border_deviation(model, border.constant_images(x), self.border_band)
                 out.update(
@@ -277,6 +337,7 @@ class MeasurementSuite:
                 )
                 out.update({f"border/layer_{i:02d}.{k}": v for i, (k, v) in enumerate(r.per_layer.items())})
                 m.border_heatmap = r.heatmap
+            lap("border")
             if "audit" in run:
                 rows = spatial.padding_audit(model, input_shape)
                 out.update(
@@ -287,28 +348,73 @@ class MeasurementSuite:
                     }
                 )
                 m.audit_md = spatial.audit_markdown(rows)
+            lap("audit")
             if "coverage" in run:
                 cov, total_stride = spatial.coverage_map(model, input_shape)
                 out.update({f"coverage/{k}": v for k, v in spatial.coverage_stats(cov, total_stride).items()})
                 out["coverage/total_stride"] = total_stride
                 m.coverage_map = cov
+            lap("coverage")
             if "position" in run and "test_dissimilar" in tests:
                 moved = tests["test_dissimilar"]
                 dis = (datamodule.model_inputs(moved[0][idx], device), torch.from_numpy(moved[1][idx]).to(device))
                 r = position.position_gap(fast, (x, y), dis, batch_size=bs)
                 out.update({f"position/{k}": v for k, v in r.items()})
+            lap("position")
             if "aliasing" in run:
                 shares = aliasing.aliasing_shares(model, x[: self.aliasing_images], bs)
                 if shares:
                     out["aliasing/mean"] = float(np.mean(list(shares.values())))
                 out.update({f"aliasing/site_{k}": v for k, v in shares.items()})
                 out.update({"aliasing/sites": len(shares), "aliasing/images": min(len(x), self.aliasing_images)})
+        lap("aliasing")
         if "cost" in run:
             out.update(
                 self._cost(model, datamodule, x, y, input_shape, device, precision, amp, fit_window, eval_window)
             )
+        lap("cost")
         out["time/measure_s"] = time.perf_counter() - t0
         return m
+
+    def _shift_protocols(self, fast, datamodule, raw, x, y, base, device, run) -> dict:
+        """The figures of recent papers: standard-shift consistency and stability (TIPS), worst-case and
+        sub-pixel shifts (AFC), corruption accuracy (CIFAR-10-C); the last three on ``robust_images``."""
+        out, bs, n = {}, self.batch_size, min(len(x), self.robust_images)
+        lap = _Laps(out, run)
+        if "pairshift" in run:
+            low, high = self.pair_shift
+            r = shift_protocols.pair_shift_figures(fast, x, y, low, high, self.subset_seed, bs, base)
+            out.update({f"pairshift/{k}": v for k, v in r.items()})
+            out.update({"pairshift/low": low, "pairshift/high": high})
+        lap("pairshift")
+        if "worstshift" in run:
+            s = self.max_shift if self.worst_shift is None else int(self.worst_shift)
+            for mode in shift_protocols.SHIFT_MODES:
+                r = shift_protocols.worst_case_shift(fast, x[:n], y[:n], s, mode, bs, base[:n])
+                out.update({f"worstshift/{mode}_{k}": v for k, v in r.items()})
+            out.update({"worstshift/max_shift": s, "worstshift/images": n})
+        lap("worstshift")
+        if "subpixel" in run:
+            r = shift_protocols.subpixel_shift_figures(fast, x[:n], y[:n], self.subpixel_max_up, bs, base[:n])
+            out.update({f"subpixel/{k}": v for k, v in r.items()})
+            out.update({"subpixel/max_up": int(self.subpixel_max_up), "subpixel/images": n})
+        lap("subpixel")
+        if "corruption" in run:
+            images = torch.from_numpy(np.ascontiguousarray(raw[:n]))
+            r = corruption.corruption_accuracy(
+                fast,
+                images,
+                y[:n],
+                lambda u8: datamodule.model_inputs(u8.numpy(), device),
+                self.corruptions,
+                self.corruption_severities,
+                self.subset_seed,
+                bs,
+            )
+            out.update(r)
+            out["corruption/images"] = n
+        lap("corruption")
+        return out
 
     def _cost(self, model, datamodule, x, y, input_shape, device, precision, amp, fit_window, eval_window) -> dict:
         out = {
@@ -369,6 +475,19 @@ class MeasurementSuite:
                 }
             )
         return out
+
+
+class _Laps:
+    """Seconds each group took, as ``time/measure_<group>_s`` (for groups that ran)."""
+
+    def __init__(self, out: dict, run: list[str]) -> None:
+        self.out, self.run, self.t = out, set(run), time.perf_counter()
+
+    def __call__(self, group: str) -> None:
+        now = time.perf_counter()
+        if group in self.run:
+            self.out[f"time/measure_{group}_s"] = now - self.t
+        self.t = now
 
 
 def _probe_keys(r: probe.ProbeResult, ridge: float) -> dict:

@@ -111,19 +111,22 @@ class Classifier(L.LightningModule):
         self._annealed = [m for m in self.model.modules() if hasattr(m, "set_training_progress")]
         self._epoched = [m for m in self.model.modules() if hasattr(m, "set_training_epoch")]
         self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        late = {int(m.wake_up_epoch) for m in self._epoched if getattr(m, "wake_up_epoch", 0) > self.trainer.max_epochs}
-        if late and self.trainer.max_epochs and self.trainer.max_epochs > 0:
+        epochs = self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else None
+        late = {m.wake_up_epoch for m in self._epoched if (getattr(m, "wake_up_epoch", None) or 0) > (epochs or 1e9)}
+        if late:
             rank_zero_warn(
-                f"downsample.wake_up_epoch={min(late)} is after the run's last epoch ({self.trainer.max_epochs}): "
-                "TIPS's shift term will never count. Set downsample.wake_up_epoch to an epoch of this run."
+                f"downsample.wake_up_epoch={min(late)} is after the run's last epoch ({epochs}): TIPS's shift term "
+                "will never count. Set downsample.wake_up_epoch to an epoch of this run, or null for the reference's "
+                "share of the run."
             )
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._resumed_tally = None
         for m in self._annealed:  # a host float into a device buffer: no sync
             m.set_training_progress(self.trainer.global_step / self._total_steps)
+        epochs = self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else None
         for m in self._epoched:
-            m.set_training_epoch(self.current_epoch)
+            m.set_training_epoch(self.current_epoch, epochs)
 
     def on_train_epoch_start(self) -> None:
         self._train, self._resumed_tally = self._resumed_tally or _Tally(), None
