@@ -220,3 +220,25 @@ def test_ideal_half_precision_and_refusal():
     torch.testing.assert_close(y.float(), layer(x.half().float()), rtol=1e-3, atol=1e-3)
     with pytest.raises(ConfigError, match="stride of at least 2"):
         IdealLowPass2d(stride=1)
+
+
+def test_ideal_filter_and_ddac_as_strategies_in_built_in_and_converted_networks():
+    """``blurpool filter=ideal`` and ``ddac`` take blur pooling's places, in a built-in ResNet and
+    through ``convert``; a group that does not divide a map's channels is refused by name."""
+    import torchvision
+
+    from stridelab.layers import PaddingSpec, create_downsample
+    from stridelab.models import convert, create_model
+
+    ideal = create_downsample("blurpool", filter="ideal")
+    net = create_model("resnet20", num_classes=10, downsample=ideal, padding=PaddingSpec("circular"))
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "IdealLowPass2d" in kinds and "BlurPool2d" not in kinds
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    tv = convert(torchvision.models.resnet18(num_classes=10), "ddac")
+    assert isinstance(tv.get_submodule("layer2.0.conv1_down"), AdaptiveBlurPool2d)
+    assert tv(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="group"):
+        create_model("resnet20", num_classes=10, downsample=create_downsample("ddac", group=5), padding=PaddingSpec())
+    with pytest.raises(ConfigError, match="filter"):
+        create_downsample("blurpool", filter="sinc")
