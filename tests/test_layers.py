@@ -123,7 +123,7 @@ def test_every_downsample_halves_and_respects_padding(name, mode):
 
 
 def test_create_downsample_errors():
-    with pytest.raises(ConfigError, match="conv, strided, maxpool, avgpool, blurpool, aps, lps"):
+    with pytest.raises(ConfigError, match="conv, strided, maxpool, avgpool, blurpool, ddac, aps, lps, tips, flc, asap"):
         create_downsample("lanczos")
     with pytest.raises(ConfigError, match="filter_size"):
         create_downsample("blurpool", filter_size=11)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from stridelab.errors import ConfigError
-from stridelab.metrics import MeasurementSuite, position_probe
+from stridelab.metrics import METRIC_GROUPS, MeasurementSuite, position_probe
 from stridelab.metrics.probe import pearson, position_targets, rankdata, ridge_readout, spearman
 
 
@@ -221,7 +221,7 @@ class _Data:
 
     def load(self):
         class Splits:
-            tests = {"test": (np.zeros((16, 8, 8, 3), dtype=np.uint8), np.zeros(16, dtype=np.int64))}
+            tests = {"test": (np.zeros((16, 3, 8, 8), dtype=np.uint8), np.zeros(16, dtype=np.int64))}
 
         return Splits()
 
@@ -230,7 +230,7 @@ class _Data:
 
 
 def test_suite_keys_and_models_without_stages():
-    only_probe = [g for g in ("shift", "crop", "border", "audit", "coverage", "position", "cost")]
+    only_probe = [g for g in METRIC_GROUPS if g != "probe"]
     suite = MeasurementSuite(skip=only_probe, probe_ridge=0.01)
     out = suite.measure(
         Staged([("stage0", nn.Conv2d(3, 4, 3, padding=1)), ("stage1", Coords())], 6), _Data(), "cpu"

@@ -386,7 +386,7 @@ def test_an_unknown_group_option_is_one_paragraph_and_exit_2(run_main, capsys):
     assert (
         "stridelab: error: downsample=blurpol is not an option of downsample (did you mean downsample=blurpool?)" in err
     )
-    assert "aps, avgpool, blurpool, conv, lps, maxpool, strided" in err
+    assert "aps, asap, avgpool, blurpool, conv, ddac, flc, lps, maxpool, strided, tips" in err
     assert "Traceback" not in err and "HYDRA_FULL_ERROR" not in err and "Config search path" not in err
 
 

@@ -233,7 +233,7 @@ class DdacDownsample(_DenseMaxDownsample):
 
     name: ClassVar[str] = "ddac"
     filter_size: int = 3
-    group: int = 8
+    group: int = 2  # the reference module's and CLI default; its released models use 8
 
     def __post_init__(self):
         if int(self.filter_size) < 1 or int(self.filter_size) % 2 == 0 or int(self.group) < 1:

@@ -161,7 +161,7 @@ class MeasurementSuite:
     probe_ridge: float = 1e-3
     pair_shift: tuple[int, int] = (-3, 2)
     robust_images: int = 256
-    worst_shift: int | None = None
+    worst_shift: int = 3
     subpixel_max_up: int = 4
     corruptions: tuple[str, ...] | None = None
     corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -187,8 +187,8 @@ class MeasurementSuite:
             corruption.check_choice(self.corruptions, self.corruption_severities)
         if int(self.subpixel_max_up) < 2:
             raise ConfigError(f"metrics.subpixel_max_up must be >= 2 (got {self.subpixel_max_up}): shifts are 1/up px.")
-        if self.worst_shift is not None and int(self.worst_shift) < 0:
-            raise ConfigError(f"metrics.worst_shift must be >= 0 or null for max_shift (got {self.worst_shift}).")
+        if int(self.worst_shift) < 0:
+            raise ConfigError(f"metrics.worst_shift must be >= 0 (got {self.worst_shift}): the largest shift tried.")
         for knob in ("batch_size", "border_band", "inference_batch", "aliasing_images", "robust_images"):
             if int(getattr(self, knob)) < 1:
                 raise ConfigError(f"metrics.{knob} must be >= 1 (got {getattr(self, knob)}).")
@@ -219,11 +219,6 @@ class MeasurementSuite:
         size or more can hold no image pixel."""
         side = min(int(input_shape[-2]), int(input_shape[-1]))
         problems = []
-        worst = self.max_shift if self.worst_shift is None else int(self.worst_shift)
-        if "worstshift" not in self.skip and worst >= side:
-            problems.append(f"metrics.worst_shift={worst} is not smaller than the {side}-pixel images")
-        if "pairshift" not in self.skip and max(abs(v) for v in self.pair_shift) >= side:
-            problems.append(f"metrics.pair_shift={list(self.pair_shift)} reaches the {side}-pixel images' size")
         if "shift" not in self.skip and self.max_shift >= side:
             problems.append(
                 f"metrics.max_shift={self.max_shift} is not smaller than the {side}-pixel images: a circular "
@@ -235,10 +230,14 @@ class MeasurementSuite:
                 f"metrics.crop_padding={self.crop_padding} is not smaller than the {side}-pixel images: some "
                 "crops would hold no image pixel at all"
             )
+        if "worstshift" not in self.skip and int(self.worst_shift) >= side:
+            problems.append(f"metrics.worst_shift={self.worst_shift} is not smaller than the {side}-pixel images")
+        if "pairshift" not in self.skip and max(abs(v) for v in self.pair_shift) >= side:
+            problems.append(f"metrics.pair_shift={list(self.pair_shift)} reaches the {side}-pixel images' size")
         if problems:
             raise ConfigError(
-                "; ".join(problems) + ". Use a smaller value (the defaults are max_shift=3 and crop_padding=4, "
-                "Chaman & Dokmanic 2021 and Zhang 2019), or skip the group (metrics.skip=[shift] or [crop])."
+                "; ".join(problems) + ". Use a smaller value (the defaults are max_shift=3, worst_shift=3, "
+                "pair_shift=[-3, 2] and crop_padding=4), or skip the group (e.g. metrics.skip=[shift])."
             )
 
     def subset_indices(self, n: int) -> np.ndarray:
@@ -388,7 +387,7 @@ class MeasurementSuite:
             out.update({"pairshift/low": low, "pairshift/high": high})
         lap("pairshift")
         if "worstshift" in run:
-            s = self.max_shift if self.worst_shift is None else int(self.worst_shift)
+            s = int(self.worst_shift)
             for mode in shift_protocols.SHIFT_MODES:
                 r = shift_protocols.worst_case_shift(fast, x[:n], y[:n], s, mode, bs, base[:n])
                 out.update({f"worstshift/{mode}_{k}": v for k, v in r.items()})
