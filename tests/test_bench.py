@@ -217,6 +217,10 @@ def test_zoo_bench_prices_strategies_in_a_library_network_and_the_folder_loader(
     assert [r["downsample"] for r in rows] == ["conv", "aps"] and rows[0]["vs_first"] == 1.0
     assert all(r["median_images_per_s"] > 0 and r["convert_s"] > 0 for r in rows)
     assert "| aps |" in capsys.readouterr().out
+    args = ["strategies", "--library", "resnet20", "--strategies", "conv,blurpool:filter=ideal", "--batch", "2"]
+    assert main([*args, "--seconds", "0", "--repeats", "1", "--out", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [r["downsample"] for r in rows] == ["conv", "blurpool:filter=ideal"]
     args = ["loader", "--images", "24", "--image-size", "32", "--source", "48", "--workers", "0", "--batch", "8"]
     assert main([*args, "--out", str(tmp_path / "l.json")]) == 0
     (row,) = json.loads((tmp_path / "l.json").read_text())["rows"]

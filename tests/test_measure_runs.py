@@ -18,7 +18,10 @@ DOCS = ROOT / "docs" / "metrics.md"
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, compose):
     tmp = tmp_path_factory.mktemp("smoke")
-    cfg = compose(["experiment=smoke", "save_weights=true", "downsample=maxpool", "padding=zeros"], tmp)
+    # metrics.skip=[]: every group, also those metrics=quick leaves out (tests/test_*.py check them in detail)
+    cfg = compose(
+        ["experiment=smoke", "save_weights=true", "downsample=maxpool", "padding=zeros", "metrics.skip=[]"], tmp
+    )
     return run(cfg), tmp / "run"
 
 

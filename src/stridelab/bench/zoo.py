@@ -1,8 +1,10 @@
 """Costs of library networks and image folders: ``python -m stridelab.bench.zoo strategies|loader``.
 
-``strategies``: a torchvision or timm network converted to each downsampling strategy (the CIFAR
-ResNet-18 by default): the conversion's time (build, convert, find stages) and training images/s on
-one fixed CIFAR-shaped batch (:func:`stridelab.metrics.training_throughput`), against ``conv``.
+``strategies``: a network built with each downsampling strategy (a torchvision or timm network
+converted, the CIFAR ResNet-18 by default, or a built-in model such as ``resnet20``): the build's
+time (for a library network: build, convert, find stages) and training images/s on one fixed
+CIFAR-shaped batch (:func:`stridelab.metrics.training_throughput`), against the first strategy. A
+strategy with options is written ``name:key=value`` (``blurpool:filter=ideal``).
 ``loader``: images/s of ``data=imagefolder``'s training loader alone (decode, RandomResizedCrop,
 flip, collate) on a generated folder of JPEGs, per number of worker processes. Both print a
 markdown table (docs/performance.md) and write JSON.
@@ -18,14 +20,31 @@ import tempfile
 import time
 from pathlib import Path
 
-from stridelab.errors import StridelabError
+from stridelab.errors import ConfigError, StridelabError
 from stridelab.files import atomic_write_text
+
+STRATEGIES = ("conv", "blurpool", "blurpool:filter=ideal", "aps", "lps", "tips", "flc", "asap", "ddac")
+LIBRARIES = ("torchvision", "timm")
+
+
+def parse_strategy(spec: str) -> tuple[str, dict]:
+    """``"blurpool:filter=ideal"`` -> ``("blurpool", {"filter": "ideal"})`` (values parsed as YAML)."""
+    import yaml
+
+    name, *options = spec.split(":")
+    kwargs = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"strategy '{spec}': options are written name:key=value (e.g. blurpool:filter=ideal).")
+        kwargs[key] = yaml.safe_load(value)
+    return name, kwargs
 
 
 def strategy_costs(
     library: str = "torchvision",
     arch: str = "resnet18",
-    strategies: tuple[str, ...] = ("conv", "blurpool", "aps", "lps"),
+    strategies: tuple[str, ...] = STRATEGIES,
     padding: str | None = None,
     cifar_stem: bool = True,
     batch: int = 64,
@@ -39,11 +58,18 @@ def strategy_costs(
     interleaved timings of at least ``seconds``), the ratio to the first strategy."""
     import torch
 
+    from stridelab.layers import PaddingSpec, create_downsample
     from stridelab.metrics.cost import training_throughput
     from stridelab.models import create_model
 
-    def build(name):
-        return create_model(library, arch=arch, num_classes=10, downsample=name, padding=padding, cifar_stem=cifar_stem)
+    def build(spec):
+        name, kwargs = parse_strategy(spec)
+        ds = create_downsample(name, **kwargs)
+        if library in LIBRARIES:
+            return create_model(
+                library, arch=arch, num_classes=10, downsample=ds, padding=padding, cifar_stem=cifar_stem
+            )
+        return create_model(library, num_classes=10, downsample=ds, padding=PaddingSpec(padding or "zeros"))
 
     build(strategies[0])  # untimed: the first build imports the library's model code
     built, rows = {}, []
@@ -105,10 +131,14 @@ def loader_rate(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stridelab.bench.zoo", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
-    s = sub.add_parser("strategies", help="a converted library network's training images/s per strategy")
-    s.add_argument("--library", default="torchvision", help="torchvision | timm (default torchvision)")
+    s = sub.add_parser("strategies", help="a network's training images/s per downsampling strategy")
+    s.add_argument(
+        "--library",
+        default="torchvision",
+        help="torchvision | timm | a built-in model, e.g. resnet20 (default torchvision)",
+    )
     s.add_argument("--arch", default="resnet18")
-    s.add_argument("--strategies", default="conv,blurpool,aps,lps")
+    s.add_argument("--strategies", default=",".join(STRATEGIES), help="name or name:key=value, comma-separated")
     s.add_argument("--padding", default=None, help="a padding mode (default: the network's own)")
     s.add_argument("--no-cifar-stem", action="store_true")
     s.add_argument("--batch", type=int, default=64)

@@ -31,15 +31,18 @@ class LossTerm:
     weight: float = 1.0
 
 
-def training_objective(model: nn.Module) -> tuple[float, dict[str, tuple[torch.Tensor, float]]]:
-    """The cross-entropy's weight and ``{name: (value, weight)}`` of the terms the layers of ``model``
-    gave in their last training forward (1.0 and ``{}`` for a model without such layers)."""
+def term_layers(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` that give loss terms (the training loop finds them once)."""
+    return [m for m in model.modules() if callable(getattr(m, "loss_terms", None))]
+
+
+def training_objective(layers: nn.Module | list[nn.Module]) -> tuple[float, dict[str, tuple[torch.Tensor, float]]]:
+    """The cross-entropy's weight and ``{name: (value, weight)}`` of the terms the ``layers`` (a model,
+    or :func:`term_layers` of one) gave in their last training forward (1.0 and ``{}`` without any)."""
     pooled: dict[str, list] = {}
     weight = 1.0
-    for module in model.modules():
-        take = getattr(module, "loss_terms", None)
-        if not callable(take):
-            continue
+    for module in term_layers(layers) if isinstance(layers, nn.Module) else layers:
+        take = module.loss_terms
         weight = min(weight, float(getattr(module, "classification_weight", 1.0)))
         for name, term in take().items():
             slot = pooled.setdefault(name, [0.0, 0.0, term.weight])

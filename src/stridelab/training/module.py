@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from stridelab.errors import RunDiverged
-from stridelab.layers.objective import training_objective
+from stridelab.layers.objective import term_layers, training_objective
 
 
 class _Tally:
@@ -89,7 +89,7 @@ class Classifier(L.LightningModule):
         self.diverge_factor = None if diverge_factor is None else float(diverge_factor)
         self._train, self._val, self._test = _Tally(), _Tally(), {}
         self._resumed_tally: _Tally | None = None
-        self._annealed, self._epoched, self._total_steps = [], [], 1
+        self._annealed, self._epoched, self._termed, self._total_steps = [], [], [], 1
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._forward = self.model
@@ -110,6 +110,7 @@ class Classifier(L.LightningModule):
         # (TIPS's wake-up epoch).
         self._annealed = [m for m in self.model.modules() if hasattr(m, "set_training_progress")]
         self._epoched = [m for m in self.model.modules() if hasattr(m, "set_training_epoch")]
+        self._termed = term_layers(self.model)  # layers that add loss terms (TIPS)
         self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else None
         late = {m.wake_up_epoch for m in self._epoched if (getattr(m, "wake_up_epoch", None) or 0) > (epochs or 1e9)}
@@ -152,7 +153,7 @@ class Classifier(L.LightningModule):
         logits = self(x)
         loss = self._loss(logits, y)
         self._train.add(logits.detach(), y, loss.detach() * y.numel())  # train/loss stays the cross-entropy
-        ce_weight, terms = training_objective(self.model)
+        ce_weight, terms = training_objective(self._termed) if self._termed else (1.0, {})
         objective = loss if not terms else ce_weight * loss + sum(w * value for value, w in terms.values())
         if self._logging_step():
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
