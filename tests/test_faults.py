@@ -287,7 +287,11 @@ def test_a_disk_that_refuses_tensorboard_leaves_a_resumable_run_with_its_figures
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    small = ["data.limit_train=128", "data.val_size=64", "metrics.skip=[probe,cost,position,coverage,audit]"]
+    small = [
+        "data.limit_train=128",
+        "data.val_size=64",
+        "metrics.skip=[probe,cost,position,coverage,audit,worstshift,subpixel,corruption,aliasing]",
+    ]
     cfg = compose(["experiment=smoke", "logger=tensorboard", *small], tmp_path)
     out = tmp_path / "run"
     monkeypatch.setattr(SummaryWriter, "add_image", full)  # the suite's figures, written after the test

@@ -169,7 +169,14 @@ def test_suite_knobs_are_checked_and_skip_works(tmp_path, compose):
     with pytest.raises(ConfigError, match="metrics.skip"):
         run(compose(["experiment=smoke", "metrics.skip=[shfit]"], tmp_path / "a"))
     metrics = run(
-        compose(["experiment=smoke", "metrics.skip=[shift,crop,border,coverage,cost]", "logger=csv"], tmp_path / "b")
+        compose(
+            [
+                "experiment=smoke",
+                "metrics.skip=[shift,crop,pairshift,worstshift,subpixel,corruption,border,coverage,aliasing,cost]",
+                "logger=csv",
+            ],
+            tmp_path / "b",
+        )
     )
     assert "audit/uneven_layers" in metrics and not any(k.startswith(("shift/", "crop/", "cost/")) for k in metrics)
 

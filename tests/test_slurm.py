@@ -30,7 +30,7 @@ PARTITION = os.environ.get("STRIDELAB_SLURM_PARTITION", "debug")
 UP_STATES = {"idle", "mix", "mixed", "alloc", "allocated", "comp", "completing"}
 
 TINY = ["experiment=smoke", "data.limit_train=128", "data.val_size=64", "data.limit_test=64", "logger=csv"]
-NO_SUITE = "metrics.skip=[shift,crop,border,coverage,cost]"
+NO_SUITE = "metrics.skip=[shift,crop,pairshift,worstshift,subpixel,corruption,border,coverage,aliasing,cost]"
 STATUS = "squeue, sinfo -R and scripts/slurm-cluster status tell more"
 SACCT_NOISE = ("Bypassing sacct error", "accounting storage is disabled")
 

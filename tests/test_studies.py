@@ -15,7 +15,7 @@ from stridelab.errors import ConfigError
 
 TINY = ["experiment=smoke", "data.limit_train=128", "data.val_size=64", "data.limit_test=64", "logger=csv"]
 # Orchestration tests need finished runs, not measurements: the suite's slow groups are skipped.
-NO_SUITE = "metrics.skip=[shift,crop,border,coverage,cost]"
+NO_SUITE = "metrics.skip=[shift,crop,pairshift,worstshift,subpixel,corruption,border,coverage,aliasing,cost]"
 
 
 def _metrics(root):
@@ -179,7 +179,7 @@ def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path, run_cli):
         [
             "-m",
             *TINY,
-            "metrics.skip=[shift,border,audit,coverage,cost]",
+            "metrics.skip=[shift,pairshift,worstshift,subpixel,corruption,border,audit,coverage,aliasing,cost]",
             "trainer=ddp",
             "trainer.accelerator=cpu",
             "trainer.devices=2",

@@ -273,7 +273,11 @@ def untrained_run(tmp_path_factory, compose):
     return run_dir
 
 
-QUICK_SUITE = ["device=cpu", "metrics.subset_size=16", "metrics.skip=[cost,probe,coverage]"]
+QUICK_SUITE = [
+    "device=cpu",
+    "metrics.subset_size=16",
+    "metrics.skip=[cost,probe,coverage,worstshift,subpixel,corruption,aliasing]",
+]
 
 
 def copy_of(run_dir, tmp_path):
