@@ -32,10 +32,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-test: install ## lint and format check (ruff), then the test suite (CPU, offline, under 5 minutes on 2 cores; .ci/run adds the launcher and SLURM tests)
+test: install ## lint and format check (ruff), then the test suite (CPU, offline, under 5 minutes on 2 cores; .ci/run adds the sweep-fault, launcher and SLURM tests)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -m "not slurm and not launchers"
+	$(BIN)/python -m pytest -q -m "not slurm and not launchers and not sweeps"
 
 format: install ## format the code and fix what the linter can (ruff)
 	$(BIN)/ruff format .

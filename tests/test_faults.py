@@ -63,6 +63,7 @@ def _train(args, cwd: Path) -> subprocess.Popen:
 
 # -- signals ------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.sweeps
 def test_sigterm_stops_a_multirun_which_resumes_to_the_uninterrupted_figures(tmp_path, run_cli, compose):
     sweep = tmp_path / "stopped"
     proc = _train([*SWEEP, f"hydra.sweep.dir={sweep}"], tmp_path)
@@ -127,6 +128,7 @@ def test_a_run_held_by_another_process_is_left_alone(tmp_path, compose):
 
 
 @pytest.mark.slow
+@pytest.mark.sweeps
 def test_two_sweeps_into_one_folder_never_train_a_run_twice(tmp_path):
     sweep = tmp_path / "shared"
     args = [*SWEEP, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]

@@ -23,6 +23,7 @@ def _metrics(root):
 
 
 @pytest.mark.slow
+@pytest.mark.sweeps
 def test_grid_aggregates_reports_failures_and_resumes(tmp_path, run_cli):
     sweep = tmp_path / "sweep"
     grid = ["-m", *TINY, NO_SUITE, "downsample=conv,maxpool", "seed=0,1", f"hydra.sweep.dir={sweep}"]
