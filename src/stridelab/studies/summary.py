@@ -15,7 +15,15 @@ from stridelab.studies.compare import Comparison
 from stridelab.studies.labels import label
 
 # Figures in [0, 1] whose differences read as percentage points.
-FRACTIONS = ("test/acc", "shift/circular_consistency", "crop/consistency", "position/dissimilar_acc")
+FRACTIONS = (
+    "test/acc",
+    "shift/circular_consistency",
+    "crop/consistency",
+    "pairshift/standard_consistency",
+    "worstshift/circular_acc",
+    "corruption/mean_acc",
+    "position/dissimilar_acc",
+)
 
 
 def _signed(v: float, points: bool) -> str:
