@@ -18,9 +18,9 @@ from stridelab.metrics.corruption import (
     NOISES,
     SEVERITY_CONSTANTS,
     corrupt,
-    corruption_accuracy,
     disk_kernel,
 )
+from stridelab.metrics.robustness import corruption_accuracy
 
 NAMES = list(CORRUPTIONS)
 

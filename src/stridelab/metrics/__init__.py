@@ -1,5 +1,6 @@
-"""The measurement suite: shift consistency, border artifacts, padding geometry, position, the
-position-information probe and cost.
+"""The measurement suite: shift consistency (circular, crop, the TIPS table's standard/circular pairs,
+worst-case and sub-pixel shifts), corruption robustness, aliasing, border artifacts, padding geometry,
+position, the position-information probe and cost.
 
 Each metric is a plain function over a model and tensors (usable from a notebook); the suite runs
 them all after every training run. Definitions and sources: docs/metrics.md.

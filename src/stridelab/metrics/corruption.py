@@ -80,18 +80,14 @@ against the script's functions run with scikit-image 0.26 (``channel_axis=-1`` f
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from stridelab.errors import ConfigError, choose
-from stridelab.metrics.inference import logits_of
 
 Corruption = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 
@@ -128,7 +124,7 @@ def _constant(name: str, severity: int):
     return SEVERITY_CONSTANTS[name][int(severity) - 1]
 
 
-def _check(images: torch.Tensor) -> None:
+def validate_images(images: torch.Tensor) -> None:
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(
             f"corruptions take uint8 NCHW images (0..255), got {images.dtype} of shape {tuple(images.shape)}"
@@ -136,7 +132,7 @@ def _check(images: torch.Tensor) -> None:
 
 
 def _unit(images: torch.Tensor) -> torch.Tensor:
-    _check(images)
+    validate_images(images)
     return images.double() / 255.0
 
 
@@ -178,7 +174,7 @@ def impulse_noise(images: torch.Tensor, severity: int, generator: torch.Generato
     """Salt and pepper with amount c, as ``skimage.util.random_noise(mode='s&p')`` (make_cifar_c.py
     ``impulse_noise``): each value is flipped with probability c, to 255 or 0 with probability 1/2."""
     c = _constant("impulse_noise", severity)
-    _check(images)
+    validate_images(images)
     flipped = _rand(images, generator) <= c  # skimage draws the flips first, then salt vs pepper
     salted = _rand(images, generator) <= 0.5
     # (k / 255) * 255 truncates back to k for every k in 0..255, so uint8 arithmetic is the reference's.
@@ -395,7 +391,7 @@ def _pil_resample(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 def pil_box_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``PIL.Image.resize((w, h), Image.BOX)`` on uint8 NCHW images, bit-exact: the horizontal pass,
     rounded to uint8, then the vertical pass (a pass is skipped where that size does not change)."""
-    _check(images)
+    validate_images(images)
     h, w = size
     x = images.double()
     if w != x.shape[-1]:
@@ -408,7 +404,7 @@ def pil_box_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def pixelate(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     """Pillow BOX resize to ``int(size c)`` and back to the image's size (make_cifar_c.py ``pixelate``)."""
     c = _constant("pixelate", severity)
-    _check(images)
+    validate_images(images)
     h, w = images.shape[-2:]
     small = pil_box_resize(images, (max(int(h * c), 1), max(int(w * c), 1)))
     return pil_box_resize(small, (h, w))
@@ -420,7 +416,7 @@ def jpeg_compression(images: torch.Tensor, severity: int, generator: torch.Gener
     from torchvision.io import decode_jpeg, encode_jpeg
 
     quality = _constant("jpeg_compression", severity)
-    _check(images)
+    validate_images(images)
     if len(images) == 0:
         return images.clone()
     cpu = images.cpu()
@@ -455,7 +451,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
     Large sets are processed in chunks of :data:`CHUNK` images drawn in turn from that generator."""
     choose("corruption", name, CORRUPTIONS)
     _constant(name, severity)
-    _check(images)
+    validate_images(images)
     generator = torch.Generator().manual_seed(corruption_seed(name, severity, seed))
     fn = CORRUPTIONS[name]
     if len(images) <= CHUNK:
@@ -480,56 +476,3 @@ def check_choice(names: Iterable[str] | None, severities: Sequence[int]) -> tupl
     for severity in severities:
         _constant(names[0], severity)
     return names, severities
-
-
-# The corrupted sets of the last images measured: every variant of a sweep run in one process sees the
-# same images (JPEG encoding alone takes ~1 s for 256 images x 5 severities). Bounded in entries and size.
-_SETS: OrderedDict = OrderedDict()
-CACHE_ENTRIES, CACHE_MAX_ELEMENTS = 64, 4_000_000
-
-
-def _corrupt_cached(images: torch.Tensor, digest: str, name: str, severity: int, seed: int) -> torch.Tensor:
-    if images.numel() > CACHE_MAX_ELEMENTS:
-        return corrupt(images, name, severity, seed)
-    key = (digest, tuple(images.shape), str(images.device), name, int(severity), int(seed))
-    if key not in _SETS:
-        _SETS[key] = corrupt(images, name, severity, seed)
-        while len(_SETS) > CACHE_ENTRIES:
-            _SETS.popitem(last=False)
-    return _SETS[key]
-
-
-def corruption_accuracy(
-    model: nn.Module,
-    images_uint8: torch.Tensor,
-    labels: torch.Tensor,
-    to_inputs: Callable[[torch.Tensor], torch.Tensor],
-    names: Iterable[str] | None = None,
-    severities: Sequence[int] = SEVERITIES,
-    seed: int = 0,
-    batch_size: int = 500,
-) -> dict[str, float]:
-    """Accuracy under each corruption and severity (CIFAR-10-C protocol, Hendrycks & Dietterich 2019).
-
-    ``to_inputs`` turns uint8 NCHW images into the model's float input (normalisation, device).
-    Keys: ``corruption/<name>_s<k>`` per severity, ``corruption/<name>`` their mean,
-    ``corruption/mean_acc`` the mean over corruptions (mCA), ``corruption/clean_acc`` and
-    ``corruption/relative_drop`` = clean_acc - mean_acc.
-    """
-    names, severities = check_choice(names, severities)
-    _check(images_uint8)
-
-    def accuracy_on(images: torch.Tensor) -> float:
-        pred = logits_of(model, to_inputs(images), batch_size).argmax(1)
-        return float((pred == labels.to(pred.device)).double().mean())
-
-    out: dict[str, float] = {}
-    digest = hashlib.blake2b(images_uint8.cpu().numpy().tobytes(), digest_size=16).hexdigest()
-    for name in names:
-        per_severity = [accuracy_on(_corrupt_cached(images_uint8, digest, name, k, seed)) for k in severities]
-        out.update({f"corruption/{name}_s{k}": acc for k, acc in zip(severities, per_severity)})
-        out[f"corruption/{name}"] = sum(per_severity) / len(per_severity)
-    clean = accuracy_on(images_uint8)
-    mean = sum(out[f"corruption/{name}"] for name in names) / len(names)
-    out.update({"corruption/mean_acc": mean, "corruption/clean_acc": clean, "corruption/relative_drop": clean - mean})
-    return out
