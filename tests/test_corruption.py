@@ -363,7 +363,7 @@ def test_corruption_accuracy_perfect_model_and_counter_case():
 
 def test_corruption_accuracy_rejects_bad_choices():
     images, labels = random_images(2), torch.zeros(2, dtype=torch.long)
-    with pytest.raises(ConfigError, match="Valid corruption"):
+    with pytest.raises(ConfigError, match="not corruptions stridelab generates"):
         corruption_accuracy(always_class_zero(), images, labels, to_inputs, names=["snow"])
     with pytest.raises(ConfigError, match="severit"):
         corruption_accuracy(always_class_zero(), images, labels, to_inputs, severities=(0, 1))

@@ -466,13 +466,16 @@ def check_choice(names: Iterable[str] | None, severities: Sequence[int]) -> tupl
         raise ConfigError(
             f"No corruption names given (metrics.corruptions). Pick some of: {', '.join(CORRUPTIONS)}, or null for all."
         )
-    for name in names:
-        choose("corruption in metrics.corruptions", name, CORRUPTIONS)
-    severities = list(severities)
-    if not severities:
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown:
         raise ConfigError(
-            f"No corruption severities given (metrics.corruption_severities). Pick some of {list(SEVERITIES)}."
+            f"metrics.corruptions names {unknown}, which are not corruptions stridelab generates. Pick from: "
+            f"{', '.join(CORRUPTIONS)}; e.g. metrics.corruptions=[gaussian_noise,contrast], or null for all."
         )
-    for severity in severities:
-        _constant(names[0], severity)
+    bad = [k for k in severities if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k not in SEVERITIES]
+    if bad:
+        raise ConfigError(
+            f"metrics.corruption_severities has {bad}: the CIFAR-10-C severities are the integers 1-5 (1 mildest); "
+            "e.g. metrics.corruption_severities=[1,3,5]."
+        )
     return names, severities

@@ -130,8 +130,7 @@ class MeasurementSuite:
             )
         self.corruptions = None if self.corruptions is None else tuple(self.corruptions)
         self.corruption_severities = tuple(self.corruption_severities)
-        if "corruption" not in self.skip:
-            corruption.check_choice(self.corruptions, self.corruption_severities)
+        corruption.check_choice(self.corruptions, self.corruption_severities)  # a misspelling, also when skipped
         if int(self.subpixel_max_up) < 2:
             raise ConfigError(f"metrics.subpixel_max_up must be >= 2 (got {self.subpixel_max_up}): shifts are 1/up px.")
         if int(self.worst_shift) < 0:
