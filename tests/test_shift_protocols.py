@@ -122,3 +122,17 @@ def test_subpixel_shift_equals_afcs_construction_and_whole_pixels_are_rolls():
         assert torch.allclose(subpixel_shift(x, up, sy, sx), _afc_subpixel(x, up, sy, sx), atol=1e-10)
     assert torch.allclose(subpixel_shift(x, 3, 3, 6), torch.roll(x, (-1, -2), dims=(2, 3)), atol=1e-10)
     assert subpixel_factors(4) == [3, 4] and subpixel_factors(2) == [2]
+
+
+def test_subpixel_figures_of_an_invariant_and_a_position_reading_model():
+    """A sub-pixel shift keeps the DC term, so the channel-mean network keeps every prediction (the
+    analytic case); the corner reader does not (the counter-case)."""
+    from stridelab.metrics.shift_protocols import subpixel_shift_figures
+
+    x, y = _data()
+    inv = MeanColour()
+    acc = float((inv(x).argmax(1) == y).double().mean())
+    r = subpixel_shift_figures(inv, x, y, max_up=4)
+    assert r["shifts"] == 13 and r["consistency"] == 1.0 and abs(r["acc"] - acc) < 1e-12
+    c = subpixel_shift_figures(Corner(), x, y, max_up=4)
+    assert c["consistency"] < 0.5
