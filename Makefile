@@ -12,7 +12,7 @@ DIR ?= logs
 NAME ?= demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test format demo study sweep aggregate train bench tensorboard clean
+.PHONY: help install test format demo study sweep aggregate train bench gpu-check tensorboard clean
 
 help: ## list the targets
 	@echo "stridelab: experiment harness for CNN downsampling studies"
@@ -21,7 +21,7 @@ help: ## list the targets
 	@echo
 	@echo "  Variables: ARGS='hydra overrides' (demo, study, sweep, train; bench: its options, e.g. ARGS=--quick),"
 	@echo "             NAME=study (study),"
-	@echo "             DIR=folder (aggregate, tensorboard), TORCH_SPEC (install)"
+	@echo "             DIR=folder (aggregate, tensorboard, gpu-check), TORCH_SPEC (install)"
 
 install: $(STAMP) ## create .venv and install stridelab (editable) with its dependencies
 
@@ -58,6 +58,9 @@ train: install ## one training run: make train ARGS="data=shapes10 downsample=bl
 
 bench: install ## performance: bare loop vs stridelab vs torchvision/PIL, run costs (~5 min on 2 cores); docs/performance.md
 	$(BIN)/python -m stridelab.bench $(ARGS)
+
+gpu-check: install ## every GPU check in one command, report in DIR (default logs/gpu-check; ARGS=--dry-run: CPU, tiny)
+	scripts/gpu-check $(if $(filter logs,$(DIR)),logs/gpu-check,$(DIR)) $(ARGS)
 
 tensorboard: install ## open TensorBoard on DIR (default logs/; a study: DIR=logs/studies/demo)
 	$(BIN)/tensorboard --logdir $(DIR)
