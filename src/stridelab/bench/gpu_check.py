@@ -116,10 +116,14 @@ def _figures(step: dict) -> str:
         shown = [b for b in r["bars"] if b.get("value") is not None]
         verdict = {True: "met", False: "not met"}
         return "; ".join(
-            f"{b['bar']}: {b['value']:.3g} ({verdict[bool(b['met'])]}{'' if b['applies'] else ', no bar here'})"
+            f"{b['bar']}: {_value(b)} ({verdict[bool(b['met'])]}{'' if b['applies'] else ', no bar here'})"
             for b in shown
         )
     return "" if step["status"] == "ok" else step.get("tail", "")[-200:].replace("\n", " ").replace("|", "/")
+
+
+def _value(bar: dict) -> str:
+    return f"{100 * bar['value']:.1f}%" if bar.get("percent") else f"{bar['value']:.3g}"
 
 
 def main(argv: list[str] | None = None) -> int:
