@@ -7,10 +7,12 @@ OUT_DIR, the steps' own JSON under ``OUT_DIR/steps`` (6 files, one folder down: 
 tool's limits on what comes back), printing the summary. ``--dry-run`` runs the same steps on the
 CPU at tiny sizes, so CI (``.ci/run``) keeps it from rotting.
 
-Steps today: the environment (GPU, driver, torch, CUDA, cuDNN); ``make bench``'s GPU preset and the
-airbench-sized preset, short; the training cost of every downsampling strategy on ResNet-20 and on
-the converted CIFAR ResNet-18 (``stridelab.bench.zoo``). Issue 22 adds GPU-marked tests and the packed
-study measurement as further steps.
+Steps today: the environment (GPU, driver, torch, CUDA, cuDNN); the GPU-marked tests
+(``tests/test_gpu.py``: bf16 steps, channels_last, the suite, LPS/TIPS/FLC/DDAC under autocast,
+``module.compile=true``, a checkpoint resumed on the GPU; skipped in a dry run); ``make bench``'s GPU
+preset and the airbench-sized preset, short; the training cost of every downsampling strategy on ResNet-20 and on
+the converted CIFAR ResNet-18 (``stridelab.bench.zoo``). Issue 22 adds DDP and the packed study
+measurement as further steps.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def steps(out: Path, dry_run: bool) -> list[Step]:
     air = ["model.width=8"] if dry_run else ["--preset", "airbench"]
     return [
         Step("environment", [py, "-c", ENV_PROBE], 60),
+        Step("gpu_tests", [py, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", "-m", "gpu", "tests/test_gpu.py"],
+             420),
         Step("bench_gpu", [py, "-m", "stridelab.bench", *bench_size, *gpu, "--out", str(out / "bench_gpu.json")],
              150, "bench_gpu.json"),
         Step("bench_airbench", [py, "-m", "stridelab.bench", *bench_size, *air, "--out", str(out / "bench_air.json")],
@@ -119,7 +123,10 @@ def _figures(step: dict) -> str:
             f"{b['bar']}: {_value(b)} ({verdict[bool(b['met'])]}{'' if b['applies'] else ', no bar here'})"
             for b in shown
         )
-    return "" if step["status"] == "ok" else step.get("tail", "")[-200:].replace("\n", " ").replace("|", "/")
+    if step["status"] == "ok":  # e.g. pytest's summary line ("7 passed in 91.2s")
+        lines = [line for line in step.get("tail", "").splitlines() if line.strip()]
+        return lines[-1].replace("|", "/")[:200] if lines and step["name"] != "environment" else ""
+    return step.get("tail", "")[-200:].replace("\n", " ").replace("|", "/")
 
 
 def _value(bar: dict) -> str:
