@@ -177,3 +177,18 @@ def test_a_mid_epoch_resume_keeps_lightnings_warning_for_a_data_module_that_cann
             with resume_warnings(module, point):
                 warnings.warn(message + " resumable.", stacklevel=1)
         assert bool(caught) == shown
+
+
+def test_a_signal_after_the_run_recorded_ok_stops_it_but_leaves_it_finished(tmp_path, compose, monkeypatch):
+    """SIGTERM while a finished run removes its checkpoints: the process stops as interrupted (a sweep
+    ends there), but metrics.json keeps status ok, so a resumed sweep skips the run instead of training
+    it again (it used to be rewritten as interrupted; a flaky Ctrl-C test in test_studies.py showed it)."""
+    import stridelab.train as train_module
+
+    def signalled(out):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_module, "remove_checkpoints", signalled)
+    with pytest.raises(RunInterrupted):
+        run(compose([*RUN, "trainer.max_epochs=1"], tmp_path))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "ok"

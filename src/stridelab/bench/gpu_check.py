@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stridelab.files import atomic_write_text
@@ -53,7 +52,6 @@ class Step:
     seconds: float = 0.0
     result: dict | list | None = None
     tail: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def steps(out: Path, dry_run: bool) -> list[Step]:
@@ -83,9 +81,7 @@ def run_step(step: Step, work: Path) -> Step:
     """Run ``step`` within its limit; its status, time, output's end and JSON result go into it."""
     start = time.perf_counter()
     try:
-        proc = subprocess.run(
-            step.argv, capture_output=True, text=True, timeout=step.limit_s, cwd=os.getcwd(), env=os.environ.copy()
-        )
+        proc = subprocess.run(step.argv, capture_output=True, text=True, timeout=step.limit_s)
         step.status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
         output = proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as err:

@@ -94,7 +94,10 @@ class RunGuard:
                 return False
             ended = as_write_error(as_interruption(self.unwrap(err), self.checkpoint))
             if isinstance(ended, RunInterrupted):
-                self.results.record("interrupted", ended.reason())
+                # A signal after the run recorded ok (while its checkpoints go) stops the sweep, but the
+                # run is finished: it stays ok, so a resumed sweep skips it instead of training it again.
+                if self.results.data.get("status") != "ok":
+                    self.results.record("interrupted", ended.reason())
             else:
                 status = RunDiverged.status if isinstance(ended, RunDiverged) else "failed"
                 self.results.record(status, f"{type(ended).__name__}: {ended}")

@@ -89,7 +89,7 @@ class Classifier(L.LightningModule):
         self.diverge_factor = None if diverge_factor is None else float(diverge_factor)
         self._train, self._val, self._test = _Tally(), _Tally(), {}
         self._resumed_tally: _Tally | None = None
-        self._annealed, self._epoched, self._termed, self._total_steps = [], [], [], 1
+        self._annealed, self._epoched, self._termed, self._total_steps, self._epochs = [], [], [], 1, None
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._forward = self.model
@@ -112,7 +112,7 @@ class Classifier(L.LightningModule):
         self._epoched = [m for m in self.model.modules() if hasattr(m, "set_training_epoch")]
         self._termed = term_layers(self.model)  # layers that add loss terms (TIPS)
         self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else None
+        self._epochs = epochs = self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else None
         late = {m.wake_up_epoch for m in self._epoched if (getattr(m, "wake_up_epoch", None) or 0) > (epochs or 1e9)}
         if late:
             rank_zero_warn(
@@ -125,9 +125,8 @@ class Classifier(L.LightningModule):
         self._resumed_tally = None
         for m in self._annealed:  # a host float into a device buffer: no sync
             m.set_training_progress(self.trainer.global_step / self._total_steps)
-        epochs = self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else None
         for m in self._epoched:
-            m.set_training_epoch(self.current_epoch, epochs)
+            m.set_training_epoch(self.current_epoch, self._epochs)
 
     def on_train_epoch_start(self) -> None:
         self._train, self._resumed_tally = self._resumed_tally or _Tally(), None
