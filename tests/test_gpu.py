@@ -75,3 +75,31 @@ def test_a_checkpoint_saved_on_the_gpu_resumes_there(tmp_path, compose):
         _run(compose, tmp_path, "seed=3", callbacks=[_SignalAt(3)])  # mid first epoch
     m = _run(compose, tmp_path, "seed=3")
     assert m["status"] == "ok" and m["resume/count"] == 1 and m["resume/epoch"] == 0
+
+
+def _metrics(folder):
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted(folder.rglob("metrics.json"))]
+
+
+def test_ddp_with_one_process_on_the_gpu(tmp_path, run_cli):
+    """trainer=ddp re-executes the command for its workers: as a user runs it, in a subprocess."""
+    small = [a for a in SMALL if a != "trainer=gpu"]
+    proc = run_cli([*small, "trainer=ddp", "trainer.devices=1", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, 600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (m,) = _metrics(tmp_path / "run")
+    assert m["status"] == "ok" and m["trainer/world_size"] == 1 and m["trainer/device"].startswith("cuda")
+
+
+def test_two_runs_packed_onto_the_gpu(tmp_path, run_cli):
+    """launcher=packed with K=2 on the GPU (MPS where the machine has it): each run on cuda:0 of its own
+    CUDA_VISIBLE_DEVICES, its memory bounded, both finish."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *SMALL, "launcher=packed", "hydra.launcher.runs_per_device=2", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    proc = run_cli(args, tmp_path, 600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "2 at a time on each of" in out and "MPS:" in out, out[-3000:]
+    runs = _metrics(sweep)
+    assert len(runs) == 2 and all(m["status"] == "ok" and m["trainer/device"].startswith("cuda") for m in runs)

@@ -95,18 +95,20 @@ def swept_keys(argv: list[str]) -> list[str]:
 def job_dirname(override_dirname: str, limit: int = 120, *, _root_=None) -> str:
     """A multirun job's folder, named by its swept keys (``downsample=conv,seed=0``): what tells the
     sweep's runs apart, readable in TensorBoard's run list. The keys every job shares are not spelled
-    out but hashed into a short suffix (``seed=0~3fa9c1``), so a sweep with other fixed settings into
-    the same folder never lands in a finished run's folder. The swept keys come from ``STRIDELAB_SWEPT``
-    (set by ``stridelab.train`` from its command line, inherited by launcher processes) and from the
-    sweeper's own ``hydra.sweeper.params`` (an ``hparams_search`` names them in its config, not on the
-    command line); without either the folder holds every override. Long names are cut and made unique
-    with a hash of the whole."""
+    out but hashed into a short suffix (``seed=0~3fa9c1``; ``launcher=`` is left out: where a grid runs
+    is not what it runs), so a sweep with other fixed settings into the same folder never lands in a
+    finished run's folder. The swept keys come from ``STRIDELAB_SWEPT`` (set by ``stridelab.train``
+    from its command line, inherited by launcher processes) and from the sweeper's own
+    ``hydra.sweeper.params`` (an ``hparams_search`` names them in its config, not on the command line);
+    without either the folder holds every override. Long names are cut and made unique with a hash of
+    the whole."""
     name = (override_dirname or "run").replace("/", "_")
     swept = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k] + _sweeper_params(_root_)
     if swept:
         parts = re.split(r",(?=[\w.+~-]+=)", override_dirname or "")
         mine = [p for p in parts if p.split("=", 1)[0].lstrip("+~") in swept]
-        fixed = [p for p in parts if p not in mine]
+        # Where a sweep runs is not what it runs: the same grid under another launcher finds its folders.
+        fixed = [p for p in parts if p not in mine and p.split("=", 1)[0].lstrip("+~") not in ("launcher",)]
         if mine:
             name = ",".join(mine).replace("/", "_")
             if fixed:

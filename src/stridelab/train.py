@@ -172,7 +172,7 @@ def task(cfg: DictConfig):
         return None
     except RunInterrupted as err:
         print(f"\nstridelab: {err.reason()}", file=sys.stderr)
-        return SWEEP.interrupt(err)  # under launcher=slurm: exits, so that SLURM's requeued job resumes
+        return SWEEP.interrupt(err, out)  # under launcher=slurm: exits, so that SLURM's requeued job resumes
     except StridelabError as err:
         kind = "diverged" if isinstance(err, RunDiverged) else "error"
         print(f"\nstridelab: {kind}: {err}\n", file=sys.stderr)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from stridelab.config import CONFIG_DIR
-from stridelab.errors import ConfigError
+from stridelab.errors import ConfigError, StridelabError
 
 INT, NUMBER, BOOL, CHOICE, INT_LIST, DEVICES = "int", "number", "bool", "choice", "int list", "devices"
 
@@ -431,14 +431,17 @@ def _output_folder_error(err: OSError) -> ConfigError:
 
 
 def _explained(func, task_code):
-    """Run Hydra's ``func``; a misspelt key or a run folder that cannot be created (before the task
-    starts) end with ``stridelab: error:`` and status 2, anything else goes on to Hydra's report."""
+    """Run Hydra's ``func``; a misspelt key, a run folder that cannot be created (before the task
+    starts) or a launcher's refusal of its settings (``launcher=packed``) end with ``stridelab: error:``
+    and status 2, anything else goes on to Hydra's report."""
     from hydra.errors import ConfigCompositionException
 
     try:
         return func()
-    except (ConfigCompositionException, OSError) as err:
-        if isinstance(err, ConfigCompositionException):
+    except (ConfigCompositionException, OSError, StridelabError) as err:
+        if isinstance(err, StridelabError):  # the task reports its own; this one came from a launcher
+            problem = str(err)
+        elif isinstance(err, ConfigCompositionException):
             problem = composition_error(err)
         elif err.filename is not None and not _raised_in(err, task_code):
             problem = _output_folder_error(err)

@@ -135,14 +135,17 @@ class SweepOutcome:
     skipped as finished); 1 a multirun had failed runs; 2 a single run failed; 128 + N a signal N
     stopped it. A diverged run counts as a failed one."""
 
+    current: SweepOutcome | None = None  # the newest: this process's sweep, which a launcher reports to
+
     def __init__(self) -> None:
+        SweepOutcome.current = self
         self.finished: list[str] = []  # trained here, or found finished
         self.failed: list[str] = []
         self.diverged: list[str] = []  # failed with a diverged loss (their own list: a learning rate to lower)
         self.skipped: list[str] = []  # another process holds them
         self.not_started: list[str] = []  # after a stop signal
         self.interrupted: RunInterrupted | None = None
-        self.interrupted_run = False  # a run (not the gap between runs) was stopped
+        self.interrupted_runs: list[str] = []  # runs (not the gap between runs) a signal stopped
         self.status = 0
         self.multirun = False
 
@@ -150,12 +153,13 @@ class SweepOutcome:
         (self.diverged if diverged else self.failed).append(run_dir)
         self.status = max(self.status, 1 if self.multirun else 2)
 
-    def interrupt(self, err: RunInterrupted) -> None:
+    def interrupt(self, err: RunInterrupted, run_dir: str = "") -> None:
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
             # A SLURM job of launcher=slurm ends without a result, so the launcher keeps waiting for it:
             # SLURM starts a preempted or requeued job again and its run resumes (a cancelled one is failed).
             sys.exit(err.exit_status)
-        self.interrupted, self.interrupted_run = err, True
+        self.interrupted = self.interrupted or err
+        self.interrupted_runs.append(run_dir)
 
     def stop_later(self, name: str) -> None:
         """A signal outside a run: the sweep starts no other run; its worker processes are told."""
@@ -174,11 +178,13 @@ class SweepOutcome:
         lines = []
         if self.interrupted is not None:
             counts = [f"{len(self.finished)} finished"]
-            counts += ["1 interrupted (it resumes from its checkpoint)"] if self.interrupted_run else []
+            n = len(self.interrupted_runs)
+            counts += [f"{n} interrupted (they resume from their checkpoints)"] if n > 1 else []
+            counts += ["1 interrupted (it resumes from its checkpoint)"] if n == 1 else []
             counts += [f"{len(self.not_started)} not started"] if self.not_started else []
             lines.append(
                 f"stridelab: stopped by {self.interrupted.signame}: {', '.join(counts)}. Run the same command "
-                "again to finish: finished runs are skipped, the interrupted one resumes."
+                "again to finish: finished runs are skipped, interrupted ones resume."
             )
         if self.failed:
             lines.append(f"stridelab: {len(self.failed)} run(s) failed (their metrics.json says why):")

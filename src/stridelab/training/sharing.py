@@ -1,10 +1,12 @@
-"""CPU threads and GPUs per run: never more threads than cores; several runs at once (``launcher=joblib``)
-each take their share.
+"""CPU threads and GPUs per run: never more threads than cores; several runs at once (``launcher=joblib``,
+``launcher=packed``) each take their share.
 
 A run uses at most the cores this process may actually run on (its CPU affinity and its cgroup
 CPU quota: torch's default counts the host's cores, which oversubscribes a container). A run
 started by the joblib launcher with ``n_jobs`` workers uses ``cores // n_jobs`` threads and, when
-the machine has GPUs, GPU ``job number mod #GPUs``, so concurrent runs do not pile onto GPU 0.
+the machine has GPUs, GPU ``job number mod #GPUs``, so concurrent runs do not pile onto GPU 0. A run
+of ``launcher=packed`` (:mod:`stridelab.studies.packing`) is started with its CPU affinity, its GPU
+(``CUDA_VISIBLE_DEVICES``) and its share of the GPU's memory (``STRIDELAB_GPU_MEMORY_FRACTION``) set.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+
+MEMORY_FRACTION_ENV = "STRIDELAB_GPU_MEMORY_FRACTION"  # a packed run's bound on its GPU's memory (0..1]
 
 
 def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -55,6 +59,9 @@ def take_share(accelerator: str) -> dict:
     """Set this process's thread count; return Trainer arguments that pick this run's GPU."""
     import torch
 
+    fraction = os.environ.get(MEMORY_FRACTION_ENV)
+    if fraction and accelerator != "cpu" and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(float(fraction))
     share = joblib_share()
     if share is None:
         if torch.get_num_threads() > available_cores():

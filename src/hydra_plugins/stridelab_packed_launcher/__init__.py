@@ -1,0 +1,1 @@
+"""stridelab's Hydra launcher plugin: ``launcher=packed`` (see :mod:`stridelab.studies.packing`)."""
