@@ -289,7 +289,9 @@ class ImageFolderDataModule(ImageDataModule):
                 raise ConfigError(f"data.{knob} must be >= 1 (got {value}).")
         self.root, self.image_size, self.crop_ratio = root, int(image_size), float(crop_ratio)
         self.scale = tuple(float(s) for s in scale)
-        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else int(num_workers)
+        # the cores this process may run on (a packed run's share, launcher=packed), not the host's
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.num_workers = min(8, usable) if num_workers is None else int(num_workers)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.val_size, self.limit_train, self.limit_test = int(val_size or 0), limit_train, limit_test
         self.augment, self.flip, self.normalize = augment, flip, normalize
