@@ -244,6 +244,11 @@ def test_a_packed_sweep_gives_each_run_its_figures_alone_and_a_sigterm_leaves_ev
     # Each run's figures, packed and stopped and resumed, are those it has alone.
     assert _figures(packed) == _figures(tmp_path / "alone")
     assert all((packed / name / "console.log").is_file() for name in _figures(packed))
+    # A third time: every config finished, so no run's process is started at all.
+    third = _sweep([*GRID, *PACKED, f"hydra.sweep.dir={packed}"], tmp_path)
+    out, _ = third.communicate(timeout=600)
+    assert third.returncode == 0 and out.count("skipped, this config already finished") == 4, out[-3000:]
+    assert "0 run(s), 2 at a time on the CPU (no GPU): 2 at once, 1 CPU core(s) each (4 more already finished)" in out
 
 
 @pytest.mark.slow

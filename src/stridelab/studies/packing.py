@@ -46,10 +46,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stridelab.config import config_hash
 from stridelab.errors import ConfigError, RunInterrupted
 from stridelab.files import atomic_write_text
 from stridelab.training.lifecycle import SweepOutcome
-from stridelab.training.results import METRICS_FILE, RunResults, read_metrics
+from stridelab.training.results import METRICS_FILE, RunResults, finished_runs, read_metrics
 from stridelab.training.sharing import MEMORY_FRACTION_ENV, available_cores
 
 log = logging.getLogger(__name__)
@@ -284,6 +285,7 @@ class Ended:
     return_value: object = None
     lines: list[str] = field(default_factory=list)  # the run's own "stridelab:" lines
     detail: str = ""
+    seconds: float | None = None  # its process's wall-clock time
 
 
 class _Running:
@@ -315,6 +317,7 @@ def launch(jobs: list[Job], plan_: Plan, mps_env: dict[str, str], stop_requested
                 running.remove(r)
                 free.append(r.slot)
                 ended[r.job.num] = result = _ended(r, stop_requested())
+                result.seconds = time.monotonic() - r.t0
                 if on_end is not None:
                     on_end(r.job, result)
             if pending and stop_requested() and not running:
@@ -456,8 +459,9 @@ def run_packed(launcher, job_overrides, initial_job_idx: int) -> list:
     exit status and end-of-sweep report); returns Hydra's ``JobReturn`` per job."""
     import cloudpickle
     import torch
+    from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
-    from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+    from hydra.core.utils import configure_log, filter_overrides, setup_globals
     from omegaconf import OmegaConf, open_dict
 
     setup_globals()
@@ -477,19 +481,27 @@ def run_packed(launcher, job_overrides, initial_job_idx: int) -> list:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(config))
     singleton = Singleton.get_state()
-    jobs = []
+    sweep = SweepOutcome.current or SweepOutcome()  # stridelab.train's (its exit status and end report)
+    sweep.multirun = True
+    jobs, finished, returns = [], {}, {}
     for i, overrides in enumerate(job_overrides):
         num = initial_job_idx + i
         cfg = context.config_loader.load_sweep_config(config, list(overrides))
         with open_dict(cfg):
             cfg.hydra.job.id, cfg.hydra.job.num = f"{cfg.hydra.job.name}_{num}", num
         run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+        job = Job(num, list(filter_overrides(overrides)), cfg, run_dir)
+        done = _finished_before(cfg, run_dir, finished)
+        if done is not None:  # a resumed study: no process started for a run that already finished
+            log.info("#%d skipped, this config already finished in %s", num, done)
+            sweep.finished.append(str(run_dir))
+            returns[num] = _job_return(job, None)
+            continue
         payload = {"hydra_context": context, "task_function": launcher.task_function, "config": cfg}
         payload["singleton"] = singleton
-        jobs.append(Job(num, list(filter_overrides(overrides)), cfg, run_dir, cloudpickle.dumps(payload)))
-
-    sweep = SweepOutcome.current or SweepOutcome()  # stridelab.train's (its exit status and end report)
-    sweep.multirun = True
+        job.payload = cloudpickle.dumps(payload)
+        jobs.append(job)
+    HydraConfig.instance().set_config(config)
 
     def on_end(job: Job, how: Ended) -> None:
         out = str(job.run_dir)
@@ -504,20 +516,53 @@ def run_packed(launcher, job_overrides, initial_job_idx: int) -> list:
             sweep.skipped.append(out)
         elif how.kind == "not started":
             sweep.not_started.append(out)
+        took = f" after {how.seconds:.0f} s" if how.seconds is not None else ""
         said = f": {how.detail}" if how.detail else ""
-        log.info("#%d %s%s", job.num, how.kind, said)
+        log.info("#%d %s%s%s", job.num, how.kind, took, said)
         for line in how.lines[-3:]:
             print(f"  #{job.num} {line}", flush=True)
 
-    with Mps(mode, bool(plan_.gpu_ids), plan_.runs_per_device) as mps:
-        log.info("launcher=packed: %s; %s. Sweep folder: %s", plan_.describe(len(jobs)), mps.note, sweep_dir)
+    before = f" ({len(returns)} more already finished)" if returns else ""
+    with Mps(mode if jobs else "off", bool(plan_.gpu_ids), plan_.runs_per_device) as mps:
+        log.info("launcher=packed: %s%s; %s. Sweep folder: %s", plan_.describe(len(jobs)), before, mps.note, sweep_dir)
         ended = launch(jobs, plan_, mps.env, lambda: sweep.interrupted is not None, on_end)
-    returns = []
     for job, how in zip(jobs, ended):
-        ret = JobReturn(overrides=job.overrides, cfg=job.config, hydra_cfg=None, working_dir=str(job.run_dir))
-        ret.task_name, ret.status, ret.return_value = job.config.hydra.job.name, JobStatus.COMPLETED, how.return_value
-        returns.append(ret)
-    return returns
+        returns[job.num] = _job_return(job, how.return_value)
+    return [returns[initial_job_idx + i] for i in range(len(job_overrides))]
+
+
+def _job_return(job: Job, value):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    ret = JobReturn(overrides=job.overrides, cfg=job.config, hydra_cfg=None, working_dir=str(job.run_dir))
+    ret.task_name, ret.status, ret.return_value = job.config.hydra.job.name, JobStatus.COMPLETED, value
+    return ret
+
+
+def _finished_before(cfg, run_dir: Path, cache: dict) -> Path | None:
+    """Where this job's config already finished (``resume``: the sweep folder or ``resume_dir``), as the
+    run itself would find it (:func:`stridelab.train.task`), or None. ``cache``: folder -> its finished runs."""
+    import copy
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    if not cfg.get("resume", True):
+        return None
+    probe = copy.deepcopy(cfg)
+    with open_dict(probe):
+        probe.hydra.runtime.output_dir = str(run_dir)  # what run_job sets: paths resolve through it
+    HydraConfig.instance().set_config(probe)
+    task = copy.deepcopy(probe)
+    with open_dict(task):
+        del task["hydra"]
+    root = str(task.get("resume_dir") or probe.hydra.sweep.dir)
+    if root not in cache:
+        cache[root] = finished_runs(root)
+    try:
+        return cache[root].get(config_hash(task))
+    except Exception:  # a config that does not resolve here: its own process says why
+        return None
 
 
 def child_main() -> int:
