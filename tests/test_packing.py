@@ -19,7 +19,9 @@ import pytest
 from stridelab.config import job_dirname
 from stridelab.errors import ConfigError
 from stridelab.studies import packing
-from stridelab.studies.packing import Job, Mps, Slot, console_lines, mps_mode, plan
+from stridelab.studies.packing import Job, Slot, console_lines, plan
+from stridelab.training import sharing
+from stridelab.training.sharing import Mps, mps_mode
 
 
 # -- the plan ---------------------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ def test_mps_modes_read_yaml_booleans_and_refuse_anything_else():
 
 
 def test_mps_is_skipped_with_a_note_where_it_cannot_be_used(monkeypatch):
-    monkeypatch.setattr(packing.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sharing.shutil, "which", lambda name: None)
     with Mps("auto", gpus=True, runs_per_device=4) as mps:
         assert mps.env == {} and "not on PATH" in mps.note and "time slicing" in mps.note
     with Mps("auto", gpus=False, runs_per_device=4) as mps:
@@ -92,7 +94,7 @@ def test_mps_starts_a_private_daemon_probes_it_and_stops_it(monkeypatch, tmp_pat
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
     monkeypatch.setattr(Mps, "_probe", lambda self, env: None)
-    monkeypatch.setattr(packing, "MPS_DEFAULT_PIPE", str(tmp_path / "no-daemon"))
+    monkeypatch.setattr(sharing, "MPS_DEFAULT_PIPE", str(tmp_path / "no-daemon"))
     with Mps("auto", gpus=True, runs_per_device=2) as mps:
         pipe = mps.env["CUDA_MPS_PIPE_DIRECTORY"]
         assert "started" in mps.note and Path(pipe).is_dir()

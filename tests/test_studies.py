@@ -78,6 +78,7 @@ def _study_cli(args, cwd):
 
 
 @pytest.mark.slow
+@pytest.mark.sweeps  # a whole two-grid study twice, in subprocesses (~30 s): in .ci/run, after make test
 def test_study_file_runs_its_grids_and_resumes(tmp_path):
     study = tmp_path / "tiny.yaml"
     study.write_text(f"""question: Does the runner work?
@@ -201,6 +202,7 @@ def test_ddp_inside_a_multirun_trains_each_job_once(tmp_path, run_cli):
 
 
 @pytest.mark.slow
+@pytest.mark.sweeps  # a whole sweep stopped by Ctrl-C (~15 s): in .ci/run, after make test
 def test_ctrl_c_keeps_finished_runs_and_the_aggregate_computable(tmp_path):
     import signal
     import time

@@ -119,6 +119,7 @@ def report_md(report: dict) -> str:
     packed = next((s["result"] for s in report["steps"] if s["name"] == "packing" and s["result"]), None)
     if packed:
         lines += ["", "## Runs packed onto one device (launcher=packed)", "", packing_table(packed["rows"])]
+        lines += ["", f"{packed['mps']}."] if packed.get("mps") else []
         if packed.get("recommend"):
             pick = packed["recommend"]
             gain = f"; {pick['vs_k1']:.2f}x the training throughput of one run at a time" if pick.get("vs_k1") else ""

@@ -60,10 +60,13 @@ def sweep_args(k: int, runs: int, root: Path, sweep: Path, device: str, epochs: 
     ]
 
 
-def measure(k: int, runs: int, root: Path, work: Path, device: str, epochs: int, extra: list[str]) -> dict:
-    """One packed sweep of ``runs`` runs, K at a time; its figures (see the module docstring)."""
+def measure(
+    k: int, runs: int, root: Path, work: Path, device: str, epochs: int, extra: list[str], mps_env: dict | None = None
+) -> dict:
+    """One packed sweep of ``runs`` runs, K at a time; its figures (see the module docstring).
+    ``mps_env``: an MPS daemon's environment, which every K's sweep then uses."""
     sweep = work / f"k{k}"
-    env = {**os.environ, "STRIDELAB_ROOT": str(work), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **(mps_env or {}), "STRIDELAB_ROOT": str(work), "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "stridelab.train", *sweep_args(k, runs, root, sweep, device, epochs, extra)],
@@ -166,19 +169,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, AssertionError):
         p.error(f"--runs-per-device takes whole numbers >= 1 separated by commas (1,2,4,8), got {a.runs_per_device!r}")
     from stridelab.data import cifar10
+    from stridelab.training.sharing import Mps
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="stridelab-packing-") as tmp:
+    # One MPS daemon for every K (where it works): each sweep's launcher finds it running.
+    with tempfile.TemporaryDirectory(prefix="stridelab-packing-") as tmp, Mps("auto", a.device == "cuda", 2) as mps:
+        print(f"packing: {mps.note}", flush=True)
         work = Path(tmp)
         cifar10.write_generated(work / "cifar10", a.train_size, 256)
         for k in ks:
             print(f"packing: K={k} ({a.runs or k} runs) ...", flush=True)
-            row = measure(k, a.runs or k, work / "cifar10", work, a.device, a.epochs, a.overrides)
+            row = measure(k, a.runs or k, work / "cifar10", work, a.device, a.epochs, a.overrides, mps.env)
             rows.append(row)
             said = "failed" if "error" in row else f"{row['train_images_per_s']:.0f} train img/s"
             print(f"packing: K={k}: {said} in {row['wall_s']:.0f} s", flush=True)
     pick = recommend(rows)
-    result = {"device": a.device, "train_size": a.train_size, "epochs": a.epochs, "rows": rows, "recommend": pick}
+    result = {"device": a.device, "train_size": a.train_size, "epochs": a.epochs, "mps": mps.note, "rows": rows}
+    result["recommend"] = pick
     print(table(rows))
     if pick:
         print(f"recommended: runs_per_device={pick['runs_per_device']} ({pick['why']})")

@@ -11,9 +11,9 @@ its own process (a crash or an out-of-memory error ends that run only), started 
   loader's workers follow it, see :mod:`stridelab.training.sharing`),
 - a bound on its GPU memory (``torch.cuda.set_per_process_memory_fraction``, 0.95 / K by default), so that
   one run that grows cannot starve its neighbours into out-of-memory errors,
-- CUDA MPS where the machine has it (:class:`Mps`): the runs' kernels then share the GPU's SMs at once
-  instead of taking turns; where it is missing or does not work, runs share the GPU by time slicing and
-  the launcher says so.
+- CUDA MPS where the machine has it (:class:`stridelab.training.sharing.Mps`): the runs' kernels then
+  share the GPU's SMs at once instead of taking turns; where it is missing or does not work, runs
+  share the GPU by time slicing and the launcher says so.
 
 Everything a run guarantees alone holds packed (issue 13): it takes its folder's lock, writes its
 ``metrics.json`` atomically, checkpoints and records ``interrupted`` on a stop signal, and resumes.
@@ -35,11 +35,9 @@ import json
 import logging
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -51,15 +49,12 @@ from stridelab.errors import ConfigError, RunInterrupted
 from stridelab.files import atomic_write_text
 from stridelab.training.lifecycle import SweepOutcome
 from stridelab.training.results import METRICS_FILE, RunResults, finished_runs, read_metrics
-from stridelab.training.sharing import MEMORY_FRACTION_ENV, available_cores
+from stridelab.training.sharing import MEMORY_FRACTION_ENV, Mps, available_cores, mps_mode
 
 log = logging.getLogger(__name__)
 
 RESULT_FD_ENV = "STRIDELAB_PACKED_RESULT_FD"  # the pipe a run's process reports its job's return value on
 CONSOLE_LOG = "console.log"
-MPS_CONTROL = "nvidia-cuda-mps-control"
-MPS_MODES = ("auto", "on", "off")
-MPS_DEFAULT_PIPE = "/tmp/nvidia-mps"  # where a daemon started without CUDA_MPS_PIPE_DIRECTORY listens
 DEFAULT_MEMORY_SHARE = 0.95  # of a GPU's memory, split between its K runs (the rest: CUDA contexts, MPS)
 
 
@@ -162,108 +157,6 @@ def _affinity() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))[: available_cores()]
     return list(range(available_cores()))
-
-
-def mps_mode(value) -> str:
-    """``hydra.launcher.mps`` as one of auto/on/off (YAML reads a bare on/off as true/false)."""
-    mode = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
-    if mode not in MPS_MODES:
-        raise ConfigError(
-            f"hydra.launcher.mps must be auto (use CUDA MPS where it works), on (fail without it) or off, got "
-            f"{value!r}."
-        )
-    return mode
-
-
-class Mps:
-    """CUDA MPS for the runs of one launch, as a ``with`` block. ``env``: what the runs' processes need
-    in their environment; ``note``: one line saying whether MPS is used and why (not).
-
-    ``auto`` uses a daemon already running (``CUDA_MPS_PIPE_DIRECTORY`` or the default pipe folder) or
-    starts one in a private folder, checks that a CUDA context can be made through it, and stops it at
-    the end; where there is no ``nvidia-cuda-mps-control`` or the check fails, the runs share the GPU
-    by time slicing. ``on`` turns those cases into an error; ``off`` never uses MPS."""
-
-    def __init__(self, mode: str, gpus: bool, runs_per_device: int, probe_timeout_s: float = 120) -> None:
-        self.mode, self.gpus, self.k, self.probe_timeout_s = mode, gpus, runs_per_device, probe_timeout_s
-        self.env: dict[str, str] = {}
-        self.note = ""
-        self._started: dict[str, str] | None = None
-        self._folder: str | None = None
-
-    def __enter__(self) -> Mps:
-        if self.mode == "off" or not self.gpus or self.k == 1:
-            why = "off" if self.mode == "off" else "no GPU" if not self.gpus else "one run per GPU"
-            self.note = f"MPS: not used ({why})"
-            return self
-        control = shutil.which(MPS_CONTROL)
-        if control is None:
-            return self._without(f"{MPS_CONTROL} is not on PATH")
-        pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or MPS_DEFAULT_PIPE
-        if Path(pipe, "control").exists():
-            self.env = {"CUDA_MPS_PIPE_DIRECTORY": pipe}
-            self.note = f"MPS: using the daemon already running ({pipe})"
-            return self
-        self._folder = tempfile.mkdtemp(prefix="stridelab-mps-")
-        env = {"CUDA_MPS_PIPE_DIRECTORY": f"{self._folder}/pipe", "CUDA_MPS_LOG_DIRECTORY": f"{self._folder}/log"}
-        for folder in env.values():
-            os.makedirs(folder, exist_ok=True)
-        try:
-            started = subprocess.run([control, "-d"], env={**os.environ, **env}, capture_output=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            return self._without(f"{MPS_CONTROL} -d did not start ({err})")
-        if started.returncode != 0:
-            return self._without(f"{MPS_CONTROL} -d exited with {started.returncode}")
-        self._started = env
-        problem = self._probe(env)
-        if problem:
-            self._stop()
-            return self._without(problem)
-        self.env = env
-        self.note = f"MPS: started for this launch ({self._folder})"
-        return self
-
-    def _probe(self, env: dict[str, str]) -> str | None:
-        code = "import torch; torch.zeros(8, device='cuda').sum().item()"
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-c", code],
-                env={**os.environ, **env},
-                capture_output=True,
-                text=True,
-                timeout=self.probe_timeout_s,
-            )
-        except subprocess.TimeoutExpired:
-            return f"a CUDA context through MPS was not made within {self.probe_timeout_s:.0f} s"
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-            return f"a CUDA context through MPS failed ({last})"
-        return None
-
-    def _without(self, why: str) -> Mps:
-        if self.mode == "on":
-            self.__exit__()
-            raise ConfigError(
-                f"hydra.launcher.mps=on, but CUDA MPS cannot be used here: {why}. Use hydra.launcher.mps=auto to "
-                "go on without it (runs then share each GPU by time slicing), or start the MPS daemon first."
-            )
-        self.note = f"MPS: not used ({why}); the runs share each GPU by time slicing"
-        return self
-
-    def _stop(self) -> None:
-        if self._started is not None:
-            control = shutil.which(MPS_CONTROL) or MPS_CONTROL
-            try:
-                subprocess.run([control], input=b"quit\n", env={**os.environ, **self._started}, timeout=30)
-            except (OSError, subprocess.TimeoutExpired) as err:
-                log.warning("could not stop the MPS daemon this launch started (%s)", err)
-            self._started = None
-
-    def __exit__(self, *exc) -> None:
-        self._stop()
-        if self._folder is not None:
-            shutil.rmtree(self._folder, ignore_errors=True)
-            self._folder = None
 
 
 @dataclass
