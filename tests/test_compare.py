@@ -6,6 +6,7 @@ import csv
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from stridelab.studies import aggregate, describe
@@ -20,9 +21,14 @@ def test_paired_t_interval_by_hand_where_the_means_intervals_overlap():
     # differences 0.020, 0.021, 0.019: mean 0.020, sd 0.001, t(0.975, 2) = 4.303
     half = 4.303 * 0.001 / math.sqrt(3)
     assert d.paired and d.n == 3
-    assert d.mean == pytest.approx(0.02) and d.lo == pytest.approx(0.02 - half) and d.hi == pytest.approx(0.02 + half)
-    assert d.excludes_zero
+    assert d.mean == pytest.approx(0.02)
+    assert d.lo == pytest.approx(0.02 - half, rel=1e-4) and d.hi == pytest.approx(0.02 + half, rel=1e-4)
+    # t = 0.02 / (0.001 / sqrt(3)) = 34.64 on 2 df: p = 2 P(T > 34.64) = 0.000832 (to 3 digits; the table's t
+    # distribution: P(T_2 > t) = 1/2 - t / (2 sqrt(t^2 + 2)))
+    t = 0.02 / (0.001 / math.sqrt(3))
+    assert d.excludes_zero and d.p == pytest.approx(1 - t / math.sqrt(t**2 + 2), rel=1e-6)
     assert 0.019 - 1e-12 <= d.boot_lo <= d.boot_hi <= 0.021 + 1e-12  # inside the differences' range
+    assert d.boot_method in ("BCa", "percentile")
     # Each mean's own interval (half-width about 0.25) overlaps the other's: only the pairing decides.
     a, b = describe(list(A.values())), describe(list(B.values()))
     assert a["mean"] + a["ci95"] > b["mean"] - b["ci95"]
@@ -37,10 +43,18 @@ def test_no_difference_is_not_a_verdict_and_order_matters_for_the_sign():
 def test_a_missing_seed_makes_it_unpaired_welch_by_hand():
     x, y = {0: 1.0, 1: 2.0, 2: 3.0}, {0: 2.0, 2: 4.0}  # seed 1 missing on one side
     d = paired_difference(x, y)
-    # means 2 and 3; variances 1 and 2: se^2 = 1/3 + 2/2; Welch df = (4/3)^2 / ((1/3)^2/2 + 1^2/1) = 1.68 -> 1
+    # means 2 and 3; variances 1 and 2: se^2 = 1/3 + 2/2; Welch df = (4/3)^2 / ((1/3)^2/2 + 1^2/1) = 1.684
+    # (no longer rounded down to 1, as the hand-written version did: its interval was wider)
+    from scipy import stats
+
     se = math.sqrt(1 / 3 + 1.0)
+    df = (4 / 3) ** 2 / ((1 / 3) ** 2 / 2 + 1.0)
+    assert df == pytest.approx(1.684, abs=1e-3)
+    t = stats.t.ppf(0.975, df)
+    assert 4.303 < t < 12.706  # between the quantiles of 2 and 1 degrees of freedom
     assert not d.paired and d.mean == pytest.approx(-1.0)
-    assert d.lo == pytest.approx(-1.0 - 12.706 * se) and d.hi == pytest.approx(-1.0 + 12.706 * se)
+    assert d.lo == pytest.approx(-1.0 - t * se) and d.hi == pytest.approx(-1.0 + t * se)
+    assert d.p == pytest.approx(2 * stats.t.sf(1.0 / se, df))
 
 
 def test_one_seed_gives_a_difference_without_an_interval():
@@ -95,7 +109,9 @@ def test_the_aggregate_writes_verdicts_and_their_columns(tmp_path):
         "| downsample (setting) | seeds | test acc (pts, ↑) | crop consistency (pts, ↑) | border deviation (↓) |"
         in (summary)
     )
-    assert "| blurpool | 3 | **+2.0** ✓ | +0.2 | **+0.050** ✗ |" in summary
+    # crop consistency: +0.2 pts with a spread of 1.9 pts: no number of seeds up to 1000 decides it
+    assert "| blurpool | 3 | **+2.0** ✓ | +0.2 (needs >1000 seeds) | **+0.050** ✗ |" in summary
+    assert "adjusted for the 3 tests of this table (Benjamini-Hochberg, false discovery rate 5%)" in summary
     rows = {r["downsample"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
     assert float(rows["blurpool"]["test/acc/vs_downsample/mean"]) == pytest.approx(0.02)
     assert rows["blurpool"]["vs_downsample"] == "conv" and rows["conv"]["test/acc/vs_downsample/mean"] == ""
@@ -208,3 +224,63 @@ def test_ci_bars_stay_inside_the_figures_range():
     assert below == pytest.approx([0.6, 0.1]) and above == pytest.approx([0.1, 0.1])  # 0.9 + 0.6 is cut at 1
     below, above = _bar("border/deviation", [0.2], [0.5])
     assert below == pytest.approx([0.2]) and above == pytest.approx([0.5])  # non-negative figures stop at 0
+
+
+# -- issue 23: multiple comparisons and seeds needed ------------------------------------------------------
+def test_benjamini_hochberg_and_holm_by_hand():
+    from stridelab.studies.stats import adjust
+
+    p = [0.01, 0.04, 0.03, 0.005, float("nan")]
+    # BH: sorted 0.005, 0.01, 0.03, 0.04 (m = 4) -> p * m / rank = 0.02, 0.02, 0.04, 0.04, then the running
+    # minimum from the top: 0.02, 0.02, 0.04, 0.04. Holm: (m - rank + 1) p = 0.02, 0.03, 0.06, 0.04, running
+    # maximum: 0.02, 0.03, 0.06, 0.06. A NaN is not a test.
+    fdr, holm, none = adjust(p, "fdr"), adjust(p, "holm"), adjust(p, "none")
+    assert fdr[:4] == pytest.approx([0.02, 0.04, 0.04, 0.02]) and math.isnan(fdr[4])
+    assert holm[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and math.isnan(holm[4])
+    assert none[:4] == p[:4]
+    with pytest.raises(ValueError, match="correction must be one of fdr, holm, none"):
+        adjust(p, "bonferroni")
+
+
+def test_seeds_needed_by_the_noncentral_t():
+    from scipy import stats
+
+    from stridelab.studies.stats import paired_power, seeds_needed
+
+    # Cohen's tables (paired t, two-sided 5%, power 80%): d = 1 -> 10 pairs, d = 0.5 -> 34.
+    assert seeds_needed(1.0, 1.0) == 10 and seeds_needed(-0.5, 1.0) == 34
+    assert paired_power(9, 1.0) < 0.8 <= paired_power(10, 1.0)
+    # the power of n = 10 by simulation of the paired t test: within 2 points of the formula
+    rng = np.random.default_rng(0)
+    d = rng.normal(1.0, 1.0, (20000, 10))
+    p = stats.ttest_1samp(d, 0.0, axis=1).pvalue
+    assert abs((p < 0.05).mean() - paired_power(10, 1.0)) < 0.02
+    assert seeds_needed(0.0, 1.0) is None and seeds_needed(1.0, 0.0) is None and seeds_needed(0.001, 1.0) is None
+
+
+def _synthetic_study(real: float, seed: int):
+    """22 comparisons of 5 paired seeds against one baseline: 20 with no true difference, 2 with ``real``."""
+    rng = np.random.default_rng(seed)
+    seeds = range(5)
+    base = {s: rng.normal(0.8, 0.05) for s in seeds}
+    grid = {("base",): {"test/acc": base}}
+    for i in range(22):
+        shift = real if i >= 20 else 0.0
+        grid[(f"v{i:02d}",)] = {"test/acc": {s: base[s] + shift + rng.normal(0, 0.01) for s in seeds}}
+    return grid
+
+
+def test_fdr_decides_the_real_differences_and_at_most_one_null_where_none_decides_more():
+    decided = {}
+    for correction in ("fdr", "none"):
+        found = []
+        for seed in range(10):  # ten synthetic studies, each of 20 null and 2 real comparisons
+            comps = compare(["downsample"], _synthetic_study(0.05, seed), {"downsample": "base"}, ["test/acc"],
+                            correction)  # fmt: skip
+            real = sum(c.differences["test/acc"].decided for c in comps if c.variant[0] >= "v20")
+            null = sum(c.differences["test/acc"].decided for c in comps if c.variant[0] < "v20")
+            found.append((real, null))
+        decided[correction] = found
+    assert all(real == 2 and null <= 1 for real, null in decided["fdr"]), decided["fdr"]
+    assert sum(n for _, n in decided["none"]) > sum(n for _, n in decided["fdr"]), decided
+    assert all(real == 2 for real, _ in decided["none"])

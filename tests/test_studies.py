@@ -327,3 +327,16 @@ def test_reference_table_puts_ours_beside_the_papers(tmp_path):
     ):
         with pytest.raises(ConfigError, match="reference"):
             check_reference(bad, "s.yaml")
+
+
+def test_a_study_file_names_how_its_verdicts_are_corrected(tmp_path):
+    from stridelab.studies.runner import load_study
+
+    body = "question: q\ngrids:\n  a:\n    overrides: [experiment=smoke]\n    params: {seed: '0,1'}\n"
+    (tmp_path / "default.yaml").write_text(body)
+    (tmp_path / "holm.yaml").write_text(body + "verdicts: {correction: holm}\n")
+    (tmp_path / "bad.yaml").write_text(body + "verdicts: {correction: bonferroni}\n")
+    assert load_study(str(tmp_path / "default.yaml")).correction == "fdr"
+    assert load_study(str(tmp_path / "holm.yaml")).correction == "holm"
+    with pytest.raises(ConfigError, match="'verdicts' takes one key, correction: fdr .* got .*bonferroni"):
+        load_study(str(tmp_path / "bad.yaml"))

@@ -40,7 +40,7 @@ def _ignored(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in _CONFIG_IGNORED)
 
 
-COMPARISON_FIELDS = ("mean", "lo", "hi", "boot_lo", "boot_hi")
+COMPARISON_FIELDS = ("mean", "lo", "hi", "boot_lo", "boot_hi", "boot_method", "p", "p_adj", "seeds_needed")
 # Headline figures fixed by the architecture alone (the same in every seed): no verdict to draw.
 NOT_COMPARED = ("coverage/interior_ratio", "cost/flops_per_image")
 
@@ -200,6 +200,7 @@ class Aggregate:
     failed: list[Run]
     baseline: dict = field(default_factory=dict)  # variant column -> its baseline value
     comparisons: list[Comparison] = field(default_factory=list)  # every factor contrast (compare.py)
+    correction: str = "fdr"  # how the comparisons' p-values were adjusted together (stats.CORRECTIONS)
 
     def summary_rows(self) -> list[dict]:
         rows = []
@@ -221,9 +222,9 @@ class Aggregate:
         return rows
 
 
-def analyse(root: str | os.PathLike, baseline: dict | None = None) -> Aggregate:
+def analyse(root: str | os.PathLike, baseline: dict | None = None, correction: str = "fdr") -> Aggregate:
     """``baseline``: factor -> value (a study file's ``baseline:``); unnamed factors take the first
-    value their sweep lists."""
+    value their sweep lists. ``correction``: fdr, holm or none, over every comparison x figure."""
     root = Path(root)
     runs = collect(root)
     if not runs:
@@ -245,7 +246,7 @@ def analyse(root: str | os.PathLike, baseline: dict | None = None) -> Aggregate:
     variants: OrderedDict = OrderedDict()
     for r in sorted(done, key=lambda r: [str(r.value(c)) for c in varying] + [str(r.metrics.get("seed"))]):
         variants.setdefault(tuple(r.value(c) for c in varying), []).append(r)
-    study = Aggregate(root, runs, varying, constant, metric_keys, variants, failed)
+    study = Aggregate(root, runs, varying, constant, metric_keys, variants, failed, correction=correction)
     if varying and variants:
         given = {
             **sweep_order(root),
@@ -260,7 +261,7 @@ def analyse(root: str | os.PathLike, baseline: dict | None = None) -> Aggregate:
             for key, rs in variants.items()
         }
         compared = [k for k, _ in HEADLINE if k in metric_keys and k not in NOT_COMPARED]
-        study.comparisons = compare(varying, figures, study.baseline, compared)
+        study.comparisons = compare(varying, figures, study.baseline, compared, correction)
     return study
 
 
@@ -306,9 +307,11 @@ def summary_csv(study: Aggregate) -> str:
     return _csv(study.summary_rows(), cols)
 
 
-def aggregate(root: str | os.PathLike, plots: bool = True, baseline: dict | None = None) -> Aggregate:
+def aggregate(
+    root: str | os.PathLike, plots: bool = True, baseline: dict | None = None, correction: str = "fdr"
+) -> Aggregate:
     """Analyse ``root`` and write its tables (and plots) into it; returns the analysis."""
-    study = analyse(root, baseline)
+    study = analyse(root, baseline, correction)
     root = Path(root)
     written = []
     if plots:

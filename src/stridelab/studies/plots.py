@@ -305,7 +305,7 @@ def _factor_pair(rows: list[dict], a: str, b: str, base: tuple, title: str) -> d
 def verdict_figure(study, title: str) -> dict[str, bytes]:
     """``verdicts.png``: the comparisons of summary.md's Verdicts table, one panel per headline figure,
     one row per comparison: the paired mean difference (dot) with its 95% t interval (bar) and the
-    zero line; filled where the interval excludes 0."""
+    zero line; filled where decided (the adjusted p-value below 0.05, as the table's bold)."""
     from stridelab.metrics.suite import HEADLINE
 
     comps = study.comparisons
@@ -330,7 +330,7 @@ def verdict_figure(study, title: str) -> dict[str, bytes]:
             d = c.differences.get(k)
             if d is None:
                 continue
-            filled = d.excludes_zero
+            filled = d.decided
             if math.isfinite(d.lo):
                 ax.plot([scale * d.lo, scale * d.hi], [y, y], color="C0" if filled else "0.6", lw=2)
             ax.plot(scale * d.mean, y, "o", color="C0" if filled else "white", markeredgecolor="C0", ms=5)
@@ -346,7 +346,8 @@ def verdict_figure(study, title: str) -> dict[str, bytes]:
     n = sorted({next(iter(c.differences.values())).n for c in comps})
     fig.suptitle(
         f"{title}: verdicts, paired difference to the baseline with its 95% t interval "
-        f"({n[0]}{'-' + str(n[-1]) if len(n) > 1 else ''} seeds; filled: the interval excludes 0)",
+        f"({n[0]}{'-' + str(n[-1]) if len(n) > 1 else ''} seeds; filled: decided, adjusted p < 0.05, "
+        f"{getattr(study, 'correction', 'fdr')})",
         fontsize=9,
     )
     fig.tight_layout()

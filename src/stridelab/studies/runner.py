@@ -25,10 +25,11 @@ from stridelab.config import CONFIG_DIR, register_resolvers
 from stridelab.errors import ConfigError, StridelabError
 from stridelab.files import atomic_write_text
 from stridelab.studies.reference import check_reference, reference_md
+from stridelab.studies.stats import CORRECTIONS
 from stridelab.validation import check_added_keys, composition_error, validate_config
 
 STUDY_DIR = Path(os.environ.get("STRIDELAB_STUDY_DIR", CONFIG_DIR.parent / "experiments"))
-_KEYS = {"question", "reference", "grids", "notes", "baseline", "tune"}
+_KEYS = {"question", "reference", "grids", "notes", "baseline", "tune", "verdicts"}
 
 
 @dataclass
@@ -50,6 +51,7 @@ class StudyFile:
     # first, then each variant's seeds at its best values (run_study).
     tune: dict = field(default_factory=dict)
     notes: str = ""  # how the study follows or departs from its paper, printed under the question
+    correction: str = "fdr"  # verdicts.correction: how the verdicts' p-values are adjusted together
 
 
 def available() -> list[str]:
@@ -101,6 +103,14 @@ def load_study(name: str) -> StudyFile:
         raise ConfigError(
             f"{path}: 'baseline' must map a swept key to its baseline value (e.g. baseline: {{downsample: conv}})."
         )
+    verdicts = raw.get("verdicts") or {}
+    correction = verdicts.get("correction", "fdr") if isinstance(verdicts, dict) else None
+    if correction not in CORRECTIONS or set(verdicts) - {"correction"}:
+        raise ConfigError(
+            f"{path}: 'verdicts' takes one key, correction: fdr (Benjamini-Hochberg false discovery rate, the "
+            "default), holm (Holm's family-wise error) or none; got "
+            f"{verdicts!r}. For example: verdicts: {{correction: holm}}."
+        )
     return StudyFile(
         path.stem,
         path,
@@ -110,6 +120,7 @@ def load_study(name: str) -> StudyFile:
         {str(k): str(v) for k, v in baseline.items()},
         tune,
         " ".join(str(raw.get("notes") or "").split()),
+        correction,
     )
 
 
@@ -284,8 +295,8 @@ def run_study(name: str, extra: list[str] = (), out: str | None = None, dry_run:
 
     for grid in study.grids:
         if (root / grid.name).is_dir():
-            aggregate(root / grid.name, baseline=study.baseline)
-    aggregate(root, baseline=study.baseline)
+            aggregate(root / grid.name, baseline=study.baseline, correction=study.correction)
+    aggregate(root, baseline=study.baseline, correction=study.correction)
     _add_study_header(study, root / "summary.md")
     print("\n" + summary_for_console(root))
     print(f"\nstridelab: study tables and plots in {root} (per grid: {', '.join(g.name for g in study.grids)})")

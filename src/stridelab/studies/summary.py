@@ -40,9 +40,40 @@ def _comparison_title(study, c: Comparison, versus: bool = True) -> str:
     return head + (f" ({', '.join(others)})" if others else "")
 
 
+CORRECTION_NAMES = {
+    "fdr": "Benjamini-Hochberg, false discovery rate 5%",
+    "holm": "Holm, family-wise error 5%",
+    "none": "no correction for testing many at once",
+}
+
+
+def _cell(d, points: bool) -> str:
+    """A glance cell: the mean difference; bold with a mark where decided; else what would decide it."""
+    text = _signed(d.mean, points)
+    if d.decided:
+        return f"**{text}**"
+    if d.excludes_zero:  # the raw interval excludes 0, the adjusted p-value does not
+        return f"{text} †"
+    if d.seeds_needed is not None and d.seeds_needed > d.n:
+        return f"{text} (needs ~{d.seeds_needed} seeds)"
+    if d.paired and d.n >= 2 and d.seeds_needed is None and math.isfinite(d.sd) and d.sd > 0 and d.mean != 0:
+        return f"{text} (needs >1000 seeds)"
+    return text
+
+
+def seeds_to_decide(study) -> tuple[int | None, int]:
+    """The paired seeds that would decide every undecided headline comparison (the largest estimate), and
+    how many undecided cells no number of seeds up to 1000 would decide."""
+    undecided = [d for c in study.comparisons for m, d in c.differences.items() if m in BETTER and not d.decided]
+    needs = [d.seeds_needed for d in undecided if d.seeds_needed is not None]
+    hopeless = sum(1 for d in undecided if d.paired and d.seeds_needed is None and math.isfinite(d.sd) and d.sd > 0)
+    return (max(needs) if needs else None), hopeless
+
+
 def verdicts_glance_md(study) -> list[str]:
     """Per factor, a table of comparisons x headline figures: the mean difference, bold with a mark
-    where the 95% t interval excludes 0 (better or worse, by the figure's direction)."""
+    where the adjusted p-value is below 0.05 (better or worse, by the figure's direction); undecided
+    cells say how many paired seeds would decide them."""
     names = dict(HEADLINE)
     lines = []
     for factor in dict.fromkeys(c.factor for c in study.comparisons):
@@ -68,10 +99,10 @@ def verdicts_glance_md(study) -> list[str]:
                 if d is None:
                     cells.append("-")
                     continue
-                text = _signed(d.mean, m in FRACTIONS)
-                if d.excludes_zero:
+                text = _cell(d, m in FRACTIONS)
+                if d.decided:
                     sign = BETTER.get(m, 0) * (1 if d.mean > 0 else -1)
-                    text = f"**{text}**" + {1: " ✓", -1: " ✗"}.get(sign, "")
+                    text += {1: " ✓", -1: " ✗"}.get(sign, "")
                 cells.append(text)
             n = next(iter(c.differences.values()))
             seeds = f"{n.n}{'' if n.paired else ' unpaired'}"
@@ -100,18 +131,33 @@ def verdicts_md(study) -> list[str]:
         )
     else:
         few_seeds = ""
+    tests = sum(1 for c in study.comparisons for d in c.differences.values() if math.isfinite(d.p))
+    correction = getattr(study, "correction", "fdr")
+    need, hopeless = seeds_to_decide(study)
+    if need is not None:
+        more = f" ({hopeless} more would need over 1000: too small to matter or to decide)" if hopeless else ""
+        to_decide = (
+            f" To decide every comparison you named: {need} seeds{more}, if the differences and their spread are "
+            "what these seeds show (with 2 or 3 seeds the spread itself is a guess: docs/metrics.md)."
+        )
+    else:
+        to_decide = ""
     lines = [
         "## Verdicts",
         "",
         "At a glance: each variant's mean difference to the variant that differs only in one factor, set "
-        f"to its baseline ({base}), over seeds paired by seed. **Bold** where the 95% t interval excludes 0: "
-        "✓ better, ✗ worse (↑: higher is better, ↓: lower is better); plain: the seeds do not decide. "
-        "Accuracies and consistencies in percentage points (pts). The intervals are in the rows below." + few_seeds,
+        f"to its baseline ({base}), over seeds paired by seed. **Bold** where the difference is decided: its "
+        f"t test's p-value, adjusted for the {tests} tests of this table ({CORRECTION_NAMES[correction]}), "
+        "is below 0.05; ✓ better, ✗ worse (↑: higher is better, ↓: lower is better). Plain: the seeds do not "
+        "decide; (needs ~N seeds): the paired seeds that would decide that difference with 80% power; †: the "
+        "95% t interval excludes 0, but not after the correction. Accuracies and consistencies in percentage "
+        "points (pts). The intervals are in the rows below." + few_seeds + to_decide,
         "",
         *verdicts_glance_md(study),
-        "In plain words: the mean difference, `[95% t interval]` and `(95% bootstrap interval)`; **bold**: the "
-        "t interval excludes 0. With a few seeds the bootstrap interval is narrow by construction (2 seeds: "
-        "3 distinct resamples): read the t one.",
+        "In plain words: the mean difference, `[95% t interval]`, `(95% bootstrap interval, BCa or percentile)` "
+        f"and `p` (the t test's, then adjusted: {CORRECTION_NAMES[correction]}); **bold**: decided. The "
+        "intervals are not adjusted. With a few seeds the bootstrap interval is narrow by construction (2 "
+        "seeds: 3 distinct resamples): read the t one.",
         "",
         "| comparison | seeds | differences |",
         "|---|---|---|",
@@ -123,16 +169,20 @@ def verdicts_md(study) -> list[str]:
             pts = m in FRACTIONS
             text = f"{names.get(m, m)} {_signed(d.mean, pts)}{' pts' if pts else ''}"
             if math.isfinite(d.lo):
-                t_int, boot = (
-                    (_signed(d.lo, pts), _signed(d.hi, pts)),
-                    (_signed(d.boot_lo, pts), _signed(d.boot_hi, pts)),
-                )
-                text += f" [{t_int[0]}, {t_int[1]}] ({boot[0]}, {boot[1]})"
-            parts.append(f"**{text}**" if d.excludes_zero else text)
+                text += f" [{_signed(d.lo, pts)}, {_signed(d.hi, pts)}]"
+                if d.boot_method:
+                    text += f" ({d.boot_method} {_signed(d.boot_lo, pts)}, {_signed(d.boot_hi, pts)})"
+            if math.isfinite(d.p):
+                text += f" p {_p(d.p)}" + (f", adj. {_p(d.p_adj)}" if d.correction != "none" else "")
+            parts.append(f"**{text}**" if d.decided else text)
         n = next(iter(c.differences.values()))
         seeds = f"{n.n} paired" if n.paired else f"{n.n}, unpaired (a seed missing on one side)"
         lines.append(f"| {title} | {seeds} | {'; '.join(parts)} |")
     return [*lines, ""]
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _fmt(v: float) -> str:
