@@ -112,6 +112,8 @@ def test_the_aggregate_writes_verdicts_and_their_columns(tmp_path):
     # crop consistency: +0.2 pts with a spread of 1.9 pts: no number of seeds up to 1000 decides it
     assert "| blurpool | 3 | **+2.0** ✓ | +0.2 (needs >1000 seeds) | **+0.050** ✗ |" in summary
     assert "adjusted for the 3 tests of this table (Benjamini-Hochberg, false discovery rate 5%)" in summary
+    assert "Seeds that would decide the 1 undecided cells" in summary
+    assert "every comparison you named with over 1000 (the most: crop consistency, blurpool vs conv)" in summary
     rows = {r["downsample"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
     assert float(rows["blurpool"]["test/acc/vs_downsample/mean"]) == pytest.approx(0.02)
     assert rows["blurpool"]["vs_downsample"] == "conv" and rows["conv"]["test/acc/vs_downsample/mean"] == ""
@@ -284,3 +286,15 @@ def test_fdr_decides_the_real_differences_and_at_most_one_null_where_none_decide
     assert all(real == 2 and null <= 1 for real, null in decided["fdr"]), decided["fdr"]
     assert sum(n for _, n in decided["none"]) > sum(n for _, n in decided["fdr"]), decided
     assert all(real == 2 for real, _ in decided["none"])
+
+
+def test_a_glance_cell_says_decided_dagger_or_the_seeds_it_needs():
+    from stridelab.studies.compare import Difference
+    from stridelab.studies.summary import _cell
+
+    decided = Difference(3, True, 0.02, 0.01, 0.03, 0.01, 0.03, p=0.001, sd=0.001, p_adj=0.004, correction="fdr")
+    dagger = Difference(3, True, 0.02, 0.001, 0.04, 0.01, 0.03, p=0.04, sd=0.008, p_adj=0.2, correction="fdr")
+    short = Difference(3, True, 0.01, -0.02, 0.04, -0.01, 0.03, p=0.3, sd=0.012, seeds_needed=14, p_adj=0.5)
+    assert _cell(decided, True) == "**+2.0**"
+    assert _cell(dagger, True) == "+2.0 †"
+    assert _cell(short, True) == "+1.0 (needs ~14 seeds)"

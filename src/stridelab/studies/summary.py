@@ -61,13 +61,32 @@ def _cell(d, points: bool) -> str:
     return text
 
 
-def seeds_to_decide(study) -> tuple[int | None, int]:
-    """The paired seeds that would decide every undecided headline comparison (the largest estimate), and
-    how many undecided cells no number of seeds up to 1000 would decide."""
-    undecided = [d for c in study.comparisons for m, d in c.differences.items() if m in BETTER and not d.decided]
-    needs = [d.seeds_needed for d in undecided if d.seeds_needed is not None]
-    hopeless = sum(1 for d in undecided if d.paired and d.seeds_needed is None and math.isfinite(d.sd) and d.sd > 0)
-    return (max(needs) if needs else None), hopeless
+def seeds_to_decide(study) -> str:
+    """One sentence: how many paired seeds would decide the undecided headline cells (half of them, four in
+    five, all), with the cell that needs the most; empty where nothing is left to estimate."""
+    names = dict(HEADLINE)
+    cells = [
+        (d.seeds_needed, f"{names.get(m, m)}, {_comparison_title(study, c)}")
+        for c in study.comparisons
+        for m, d in c.differences.items()
+        if m in BETTER and not d.decided and d.paired and math.isfinite(d.sd) and d.sd > 0
+    ]
+    if not cells:
+        return ""
+    needs = sorted(n if n is not None else math.inf for n, _ in cells)
+
+    def share(q: float) -> str:
+        n = needs[min(len(needs) - 1, math.ceil(q * len(needs)) - 1)]
+        return "over 1000" if n == math.inf else str(n)
+
+    most, where = max(cells, key=lambda cell: math.inf if cell[0] is None else cell[0])
+    all_of_them = "over 1000" if most is None else str(most)
+    return (
+        f" Seeds that would decide the {len(needs)} undecided cells (80% power, if the differences and their "
+        f"spread are what these seeds show; with 2 or 3 seeds the spread itself is a guess: docs/metrics.md): "
+        f"half of them with {share(0.5)}, four in five with {share(0.8)}, every comparison you named with "
+        f"{all_of_them} (the most: {where})."
+    )
 
 
 def verdicts_glance_md(study) -> list[str]:
@@ -133,15 +152,7 @@ def verdicts_md(study) -> list[str]:
         few_seeds = ""
     tests = sum(1 for c in study.comparisons for d in c.differences.values() if math.isfinite(d.p))
     correction = getattr(study, "correction", "fdr")
-    need, hopeless = seeds_to_decide(study)
-    if need is not None:
-        more = f" ({hopeless} more would need over 1000: too small to matter or to decide)" if hopeless else ""
-        to_decide = (
-            f" To decide every comparison you named: {need} seeds{more}, if the differences and their spread are "
-            "what these seeds show (with 2 or 3 seeds the spread itself is a guess: docs/metrics.md)."
-        )
-    else:
-        to_decide = ""
+    to_decide = seeds_to_decide(study)
     lines = [
         "## Verdicts",
         "",
