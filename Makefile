@@ -41,7 +41,7 @@ format: install ## format the code and fix what the linter can (ruff)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: install ## the demo study: redgreen + shapes10 grids, offline, CPU, < 10 min; prints the summary
+demo: install ## the demo study: redgreen, shapes10 and converted-ResNet grids, offline, CPU, < 10 min; prints the summary
 	$(BIN)/python -m stridelab.study demo $(ARGS)
 
 study: install ## run a study of experiments/: make study NAME=kayhan_redgreen [ARGS="trainer=gpu"]
