@@ -75,28 +75,14 @@ def _bootstrap(samples: tuple, statistic) -> tuple[float, float, str]:
     """95% bootstrap interval of ``statistic`` over ``samples`` (each resampled on its own): BCa, or the
     percentile interval where BCa is not defined."""
     for method in ("BCa", "percentile"):
+        options = {"n_resamples": BOOTSTRAP_SAMPLES, "confidence_level": 0.95, "method": method, "vectorized": True}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a degenerate BCa says so by NaN, handled here
             try:
-                res = stats.bootstrap(
-                    samples,
-                    statistic,
-                    n_resamples=BOOTSTRAP_SAMPLES,
-                    confidence_level=0.95,
-                    method=method,
-                    vectorized=True,
-                    rng=np.random.default_rng(0),
-                )
-            except TypeError:  # scipy < 1.15 names the generator random_state
-                res = stats.bootstrap(
-                    samples,
-                    statistic,
-                    n_resamples=BOOTSTRAP_SAMPLES,
-                    confidence_level=0.95,
-                    method=method,
-                    vectorized=True,
-                    random_state=np.random.default_rng(0),
-                )
+                try:
+                    res = stats.bootstrap(samples, statistic, rng=np.random.default_rng(0), **options)
+                except TypeError:  # scipy < 1.15 names the generator random_state
+                    res = stats.bootstrap(samples, statistic, random_state=np.random.default_rng(0), **options)
             except ValueError:
                 continue
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)

@@ -34,7 +34,6 @@ import fcntl
 import json
 import logging
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -47,13 +46,13 @@ from pathlib import Path
 from stridelab.config import config_hash
 from stridelab.errors import ConfigError, RunInterrupted
 from stridelab.files import atomic_write_text
+from stridelab.studies.packed_run import RESULT_FD_ENV
 from stridelab.training.lifecycle import SweepOutcome
 from stridelab.training.results import METRICS_FILE, RunResults, finished_runs, read_metrics
 from stridelab.training.sharing import MEMORY_FRACTION_ENV, Mps, available_cores, mps_mode
 
 log = logging.getLogger(__name__)
 
-RESULT_FD_ENV = "STRIDELAB_PACKED_RESULT_FD"  # the pipe a run's process reports its job's return value on
 CONSOLE_LOG = "console.log"
 DEFAULT_MEMORY_SHARE = 0.95  # of a GPU's memory, split between its K runs (the rest: CUDA contexts, MPS)
 
@@ -251,7 +250,7 @@ def _start(job: Job, slot: Slot, plan_: Plan, mps_env: dict[str, str]) -> _Runni
     env[RESULT_FD_ENV] = str(write_end)
     with open(job.run_dir / CONSOLE_LOG, "ab") as console:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stridelab.studies.packing"],
+            [sys.executable, "-m", "stridelab.studies.packed_run"],
             stdin=subprocess.PIPE,
             stdout=console,
             stderr=subprocess.STDOUT,
@@ -456,55 +455,3 @@ def _finished_before(cfg, run_dir: Path, cache: dict) -> Path | None:
         return cache[root].get(config_hash(task))
     except Exception:  # a config that does not resolve here: its own process says why
         return None
-
-
-def child_main() -> int:
-    """A run's process: read its job from the launcher (a pipe from the parent, never a file), run it
-    as Hydra's launchers do, report the job's return value on ``STRIDELAB_PACKED_RESULT_FD``."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import JobStatus, run_job, setup_globals
-
-    from stridelab.training.checkpoint import StopSignals
-
-    fd = int(os.environ.pop(RESULT_FD_ENV))
-    report: dict = {}
-    try:
-        with StopSignals(None):  # a signal before the run's own handlers: stop here, nothing to save yet
-            job = pickle.loads(sys.stdin.buffer.read())  # cloudpickle's format; written by our parent
-            setup_globals()
-            Singleton.set_state(job["singleton"])
-            HydraConfig.instance().set_config(job["config"])
-            ret = run_job(
-                hydra_context=job["hydra_context"],
-                config=job["config"],
-                task_function=job["task_function"],
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-        if ret.status == JobStatus.COMPLETED:
-            report["return_value"] = _jsonable(ret.return_value)
-        else:
-            report["error"] = repr(ret._return_value)
-            print(f"stridelab: error: {ret._return_value!r}", file=sys.stderr)
-        status = 0 if ret.status == JobStatus.COMPLETED else 1
-    except RunInterrupted as err:
-        report["interrupted"] = err.signame
-        status = err.exit_status
-    os.write(fd, json.dumps(report).encode())
-    os.close(fd)
-    sys.stdout.flush()
-    return status
-
-
-def _jsonable(value):
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-if __name__ == "__main__":
-    sys.exit(child_main())
