@@ -105,7 +105,7 @@ def load_study(name: str) -> StudyFile:
         )
     verdicts = raw.get("verdicts") or {}
     correction = verdicts.get("correction", "fdr") if isinstance(verdicts, dict) else None
-    if correction not in CORRECTIONS or set(verdicts) - {"correction"}:
+    if correction not in CORRECTIONS or set(verdicts if isinstance(verdicts, dict) else {}) - {"correction"}:
         raise ConfigError(
             f"{path}: 'verdicts' takes one key, correction: fdr (Benjamini-Hochberg false discovery rate, the "
             "default), holm (Holm's family-wise error) or none; got "
