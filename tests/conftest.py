@@ -49,6 +49,22 @@ def _run_cli(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.Compl
     )
 
 
+def _start_cli(args: list[str], cwd: Path, one_core: bool = False) -> subprocess.Popen:
+    """``python -m stridelab.train ARGS`` started in a fresh process (stdout and stderr together, text).
+    ``one_core``: pinned to one CPU core (a run's CPU figures depend on its thread count)."""
+    env = {**os.environ, "STRIDELAB_ROOT": str(cwd), "PYTHONUNBUFFERED": "1"}
+    first = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    return subprocess.Popen(
+        [sys.executable, "-m", "stridelab.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {first})) if one_core else None,
+    )
+
+
 @pytest.fixture(scope="session")
 def compose():
     """``compose(overrides, tmp_path)``: the train config as the CLI would build it, outputs under tmp_path."""
@@ -59,6 +75,13 @@ def compose():
 def run_cli():
     """``run_cli(args, cwd, timeout=240)``: ``python -m stridelab.train ARGS`` in a fresh process."""
     return _run_cli
+
+
+@pytest.fixture(scope="session")
+def start_cli():
+    """``start_cli(args, cwd, one_core=False)``: ``python -m stridelab.train ARGS`` started in a fresh
+    process (a Popen, stdout and stderr together): for tests that signal it or run two at once."""
+    return _start_cli
 
 
 @pytest.fixture

@@ -290,11 +290,11 @@ def test_fdr_decides_the_real_differences_and_at_most_one_null_where_none_decide
 
 def test_a_glance_cell_says_decided_dagger_or_the_seeds_it_needs():
     from stridelab.studies.compare import Difference
-    from stridelab.studies.summary import _cell
+    from stridelab.studies.summary import glance_cell
 
     decided = Difference(3, True, 0.02, 0.01, 0.03, 0.01, 0.03, p=0.001, sd=0.001, p_adj=0.004, correction="fdr")
     dagger = Difference(3, True, 0.02, 0.001, 0.04, 0.01, 0.03, p=0.04, sd=0.008, p_adj=0.2, correction="fdr")
     short = Difference(3, True, 0.01, -0.02, 0.04, -0.01, 0.03, p=0.3, sd=0.012, seeds_needed=14, p_adj=0.5)
-    assert _cell(decided, True) == "**+2.0**"
-    assert _cell(dagger, True) == "+2.0 †"
-    assert _cell(short, True) == "+1.0 (needs ~14 seeds)"
+    assert glance_cell(decided, True) == "**+2.0**"
+    assert glance_cell(dagger, True) == "+2.0 †"
+    assert glance_cell(short, True) == "+1.0 (needs ~14 seeds)"

@@ -49,24 +49,12 @@ def _figures(sweep: Path) -> dict[str, dict]:
     return out
 
 
-def _train(args, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "STRIDELAB_ROOT": str(cwd), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "stridelab.train", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 # -- signals ------------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.sweeps
-def test_sigterm_stops_a_multirun_which_resumes_to_the_uninterrupted_figures(tmp_path, run_cli, compose):
+def test_sigterm_stops_a_multirun_which_resumes_to_the_uninterrupted_figures(tmp_path, run_cli, compose, start_cli):
     sweep = tmp_path / "stopped"
-    proc = _train([*SWEEP, f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = start_cli([*SWEEP, f"hydra.sweep.dir={sweep}"], tmp_path)
     limit = time.monotonic() + 1800  # waits for the event, not a time (a loaded machine is slow)
     while not list(sweep.glob("*/checkpoints/last.ckpt")):
         assert proc.poll() is None and time.monotonic() < limit, "the sweep saved no checkpoint"
@@ -129,10 +117,10 @@ def test_a_run_held_by_another_process_is_left_alone(tmp_path, compose):
 
 @pytest.mark.slow
 @pytest.mark.sweeps
-def test_two_sweeps_into_one_folder_never_train_a_run_twice(tmp_path):
+def test_two_sweeps_into_one_folder_never_train_a_run_twice(tmp_path, start_cli):
     sweep = tmp_path / "shared"
     args = [*SWEEP, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
-    a, b = _train(args, tmp_path), _train(args, tmp_path)
+    a, b = start_cli(args, tmp_path), start_cli(args, tmp_path)
     out_a, _ = a.communicate(timeout=300)
     out_b, _ = b.communicate(timeout=300)
     assert a.returncode == 0 and b.returncode == 0, out_a + out_b

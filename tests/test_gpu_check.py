@@ -27,7 +27,7 @@ def test_steps_record_success_failure_and_time_limit_and_the_report_names_each(t
 
 
 def test_the_packing_step_reports_each_k_and_the_recommended_one():
-    from stridelab.bench.packing import _slots, recommend
+    from stridelab.bench.packing import recommend, slots_said
 
     def row(k, per_run, slots=None):
         slots = slots or k
@@ -39,7 +39,7 @@ def test_the_packing_step_reports_each_k_and_the_recommended_one():
     pick = recommend(rows)
     assert pick["runs_per_device"] == 4 and pick["vs_k1"] == 2.4  # 2400 is within 5% of 2480: the smaller K
     assert recommend([{"runs_per_device": 1, "error": "boom"}]) is None
-    assert _slots("[HYDRA] launcher=packed: 8 run(s), 4 at a time on each of 2 GPU(s): 8 at once, 2 CPU", 4) == 8
+    assert slots_said("[HYDRA] launcher=packed: 8 run(s), 4 at a time on each of 2 GPU(s): 8 at once, 2 CPU", 4) == 8
     failed = {"runs_per_device": 2, "runs": 2, "ok": 0, "wall_s": 3.0, "exit": 1, "error": "boom"}
     step = {"name": "packing", "status": "ok", "seconds": 9.0, "tail": "",
             "result": {"rows": [*rows, failed], "recommend": pick, "mps": "MPS: not used (no GPU)"}}  # fmt: skip

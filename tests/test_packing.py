@@ -110,7 +110,7 @@ def test_mps_starts_a_private_daemon_probes_it_and_stops_it(monkeypatch, tmp_pat
 
 
 # -- how a run's process ended -------------------------------------------------------------------------------
-def _ended(tmp_path: Path, code: str, status: str | None, stopping: bool = False, console: str = ""):
+def _end_of(tmp_path: Path, code: str, status: str | None, stopping: bool = False, console: str = ""):
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     if status is not None:
@@ -121,45 +121,45 @@ def _ended(tmp_path: Path, code: str, status: str | None, stopping: bool = False
     proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(write_end,), env=env)
     os.close(write_end)
     proc.wait()
-    running = packing._Running(Job(0, [], None, run_dir), Slot(0, None, (0,)), proc, read_end)
-    return packing._ended(running, stopping)
+    running = packing.Running(Job(0, [], None, run_dir), Slot(0, None, (0,)), proc, read_end)
+    return packing.classify_end(running, stopping)
 
 
 REPORT = "import os, json; os.write(int(os.environ['FD']), json.dumps({'return_value': 0.5}).encode())"
 
 
 def test_a_run_is_classified_by_what_it_recorded(tmp_path):
-    done = _ended(tmp_path, REPORT, "ok", console="noise\nstridelab: test/acc=0.5\n")
+    done = _end_of(tmp_path, REPORT, "ok", console="noise\nstridelab: test/acc=0.5\n")
     assert (done.kind, done.return_value, done.lines) == ("finished", 0.5, ["stridelab: test/acc=0.5"])
-    assert _ended(tmp_path, "import sys; sys.exit(0)", "failed").kind == "failed"
-    assert _ended(tmp_path, "import sys; sys.exit(0)", "diverged").kind == "diverged"
-    assert _ended(tmp_path, "import sys; sys.exit(143)", "interrupted").kind == "interrupted"
+    assert _end_of(tmp_path, "import sys; sys.exit(0)", "failed").kind == "failed"
+    assert _end_of(tmp_path, "import sys; sys.exit(0)", "diverged").kind == "diverged"
+    assert _end_of(tmp_path, "import sys; sys.exit(143)", "interrupted").kind == "interrupted"
 
 
 def test_a_process_killed_before_its_run_recorded_anything_fails_with_the_reason(tmp_path):
-    killed = _ended(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "running")
+    killed = _end_of(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "running")
     assert killed.kind == "failed"
     assert "stopped by SIGKILL before the run recorded an outcome" in killed.detail
     assert "out of memory?" in killed.detail
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert recorded["status"] == "failed" and recorded["reason"] == killed.detail and recorded["test/acc"] == 0.5
-    assert _ended(tmp_path, "import sys; sys.exit(1)", None).kind == "failed"
+    assert _end_of(tmp_path, "import sys; sys.exit(1)", None).kind == "failed"
     # a SIGTERM to the run's process alone: interrupted, resumable
-    alone = _ended(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGTERM)", "running")
+    alone = _end_of(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGTERM)", "running")
     assert alone.kind == "interrupted" and "resumes from its last checkpoint" in alone.detail
 
 
 def test_a_stopped_sweep_tells_unstarted_runs_from_interrupted_ones(tmp_path):
-    assert _ended(tmp_path, "import sys; sys.exit(0)", "running", stopping=True).kind == "interrupted"
+    assert _end_of(tmp_path, "import sys; sys.exit(0)", "running", stopping=True).kind == "interrupted"
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "interrupted"
     (tmp_path / "run" / "metrics.json").unlink()
-    assert _ended(tmp_path, "import sys; sys.exit(143)", None, stopping=True).kind == "not started"
+    assert _end_of(tmp_path, "import sys; sys.exit(143)", None, stopping=True).kind == "not started"
 
 
 def test_a_job_that_found_its_run_finished_or_held_elsewhere_is_not_a_failure(tmp_path):
-    found = _ended(tmp_path, "import sys; sys.exit(0)", None, console="stridelab: skipped, this config already")
+    found = _end_of(tmp_path, "import sys; sys.exit(0)", None, console="stridelab: skipped, this config already")
     assert found.kind == "finished"
-    held = _ended(tmp_path, "import sys; sys.exit(0)", None, console="stridelab: skipped, another process holds")
+    held = _end_of(tmp_path, "import sys; sys.exit(0)", None, console="stridelab: skipped, another process holds")
     assert held.kind == "skipped"
 
 
@@ -194,21 +194,6 @@ PACKED = ["launcher=packed", "hydra.launcher.runs_per_device=2", "hydra.launcher
 TIMINGS = ("time/", "cost/", "resume/", "run_dir", "reason")
 
 
-def _sweep(args, cwd: Path, one_core: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "STRIDELAB_ROOT": str(cwd), "PYTHONUNBUFFERED": "1"}
-    first = min(os.sched_getaffinity(0))
-    return subprocess.Popen(
-        [sys.executable, "-m", "stridelab.train", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # a run's CPU figures depend on its thread count (summation order): alone, give it what a packed run has
-        preexec_fn=(lambda: os.sched_setaffinity(0, {first})) if one_core else None,
-    )
-
-
 def _figures(sweep: Path) -> dict[str, dict]:
     return {
         p.parent.name: {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith(TIMINGS)}
@@ -218,13 +203,13 @@ def _figures(sweep: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 @pytest.mark.launchers
-def test_a_packed_sweep_gives_each_run_its_figures_alone_and_a_sigterm_leaves_every_run_resumable(tmp_path):
-    alone = _sweep([*GRID, f"hydra.sweep.dir={tmp_path / 'alone'}"], tmp_path, one_core=True)
+def test_a_packed_sweep_gives_each_run_its_figures_alone_and_a_sigterm_leaves_every_run_resumable(tmp_path, start_cli):
+    alone = start_cli([*GRID, f"hydra.sweep.dir={tmp_path / 'alone'}"], tmp_path, one_core=True)
     out, _ = alone.communicate(timeout=900)
     assert alone.returncode == 0, out[-3000:]
 
     packed = tmp_path / "packed"
-    proc = _sweep([*GRID, *PACKED, f"hydra.sweep.dir={packed}"], tmp_path)
+    proc = start_cli([*GRID, *PACKED, f"hydra.sweep.dir={packed}"], tmp_path)
     limit = time.monotonic() + 1800  # waits for the event, not a time (a loaded machine is slow)
     while len(list(packed.glob("*/checkpoints/last.ckpt"))) < 2:
         assert proc.poll() is None and time.monotonic() < limit, "the two first runs saved no checkpoint"
@@ -237,7 +222,7 @@ def test_a_packed_sweep_gives_each_run_its_figures_alone_and_a_sigterm_leaves_ev
     assert sorted(statuses.values()) == ["interrupted", "interrupted"], statuses
     assert len(list(packed.glob("*/checkpoints/last.ckpt"))) == 2
 
-    again = _sweep([*GRID, *PACKED, f"hydra.sweep.dir={packed}"], tmp_path)
+    again = start_cli([*GRID, *PACKED, f"hydra.sweep.dir={packed}"], tmp_path)
     out, _ = again.communicate(timeout=900)
     assert again.returncode == 0, out[-3000:]
     assert "4 run(s), 2 at a time on the CPU" in out
@@ -247,7 +232,7 @@ def test_a_packed_sweep_gives_each_run_its_figures_alone_and_a_sigterm_leaves_ev
     assert _figures(packed) == _figures(tmp_path / "alone")
     assert all((packed / name / "console.log").is_file() for name in _figures(packed))
     # A third time: every config finished, so no run's process is started at all.
-    third = _sweep([*GRID, *PACKED, f"hydra.sweep.dir={packed}"], tmp_path)
+    third = start_cli([*GRID, *PACKED, f"hydra.sweep.dir={packed}"], tmp_path)
     out, _ = third.communicate(timeout=600)
     assert third.returncode == 0 and out.count("skipped, this config already finished") == 4, out[-3000:]
     assert "0 run(s), 2 at a time on the CPU (no GPU): 2 at once, 1 CPU core(s) each (4 more already finished)" in out
@@ -255,10 +240,10 @@ def test_a_packed_sweep_gives_each_run_its_figures_alone_and_a_sigterm_leaves_ev
 
 @pytest.mark.slow
 @pytest.mark.launchers
-def test_a_failing_run_does_not_stop_its_packed_neighbours(tmp_path):
+def test_a_failing_run_does_not_stop_its_packed_neighbours(tmp_path, start_cli):
     """data=cifar10 is not on disk here: that run fails at once, the shapes10 run beside it finishes."""
     sweep = tmp_path / "sweep"
-    proc = _sweep(
+    proc = start_cli(
         ["-m", "experiment=smoke", "logger=csv", "data=shapes10,cifar10", "metrics=quick", *PACKED,
          f"hydra.sweep.dir={sweep}"],
         tmp_path,

@@ -84,7 +84,7 @@ def measure(
         return row
     images = [m["data/train_size"] * m["train/epochs"] for m in ok]
     fit = [m["time/fit_s"] for m in ok]
-    slots = min(runs, _slots(proc.stdout + proc.stderr, k))
+    slots = min(runs, slots_said(proc.stdout + proc.stderr, k))
     per_run = sum(i / f for i, f in zip(images, fit)) / len(ok)
     overhead = max(0.0, wall * slots / len(ok) - sum(fit) / len(ok))  # a slot's time per run, beyond the fit
     study_s = math.ceil(STUDY_RUNS / slots) * (overhead + STUDY_EPOCHS * CIFAR_TRAIN / per_run)
@@ -101,7 +101,7 @@ def measure(
     return row
 
 
-def _slots(output: str, k: int) -> int:
+def slots_said(output: str, k: int) -> int:
     """Runs at once, as the launcher said it ("... N at once ...")."""
     for line in output.splitlines():
         if "launcher=packed:" in line and " at once," in line:

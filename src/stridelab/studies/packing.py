@@ -180,7 +180,7 @@ class Ended:
     seconds: float | None = None  # its process's wall-clock time
 
 
-class _Running:
+class Running:
     def __init__(self, job: Job, slot: Slot, proc: subprocess.Popen, result_fd: int) -> None:
         self.job, self.slot, self.proc, self.result_fd, self.t0 = job, slot, proc, result_fd, time.monotonic()
 
@@ -194,7 +194,7 @@ def launch(jobs: list[Job], plan_: Plan, mps_env: dict[str, str], stop_requested
     on to every running run, which then stops at once; the launch waits for them, then re-raises."""
     pending = deque(jobs)
     free = deque(plan_.slots)
-    running: list[_Running] = []
+    running: list[Running] = []
     ended: dict[int, Ended] = {}
     started = 0
     try:
@@ -208,7 +208,7 @@ def launch(jobs: list[Job], plan_: Plan, mps_env: dict[str, str], stop_requested
             for r in [r for r in running if r.proc.poll() is not None]:
                 running.remove(r)
                 free.append(r.slot)
-                ended[r.job.num] = result = _ended(r, stop_requested())
+                ended[r.job.num] = result = classify_end(r, stop_requested())
                 result.seconds = time.monotonic() - r.t0
                 if on_end is not None:
                     on_end(r.job, result)
@@ -239,7 +239,7 @@ def _signal(proc: subprocess.Popen, name: str) -> None:
         pass
 
 
-def _start(job: Job, slot: Slot, plan_: Plan, mps_env: dict[str, str]) -> _Running:
+def _start(job: Job, slot: Slot, plan_: Plan, mps_env: dict[str, str]) -> Running:
     env = {**os.environ, **mps_env, "OMP_NUM_THREADS": str(len(slot.cores)), "MKL_NUM_THREADS": str(len(slot.cores))}
     if slot.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = plan_.gpu_ids[slot.gpu]
@@ -262,7 +262,7 @@ def _start(job: Job, slot: Slot, plan_: Plan, mps_env: dict[str, str]) -> _Runni
     os.close(write_end)
     fcntl.fcntl(read_end, fcntl.F_SETFL, fcntl.fcntl(read_end, fcntl.F_GETFL) | os.O_NONBLOCK)
     threading.Thread(target=_feed, args=(proc.stdin, job.payload), daemon=True).start()
-    return _Running(job, slot, proc, read_end)
+    return Running(job, slot, proc, read_end)
 
 
 def _child_setup(cores: tuple[int, ...]):
@@ -300,7 +300,7 @@ def _read_result(fd: int) -> dict:
         return {}
 
 
-def _ended(r: _Running, stopping: bool) -> Ended:
+def classify_end(r: Running, stopping: bool) -> Ended:
     """Classify a finished process by what its run recorded (``metrics.json`` is the run's own word). A
     run whose process died before it recorded an outcome (killed by the kernel for memory, or a signal
     sent to it alone) still says ``running``: the launcher records it as failed or interrupted."""

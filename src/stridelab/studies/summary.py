@@ -47,7 +47,7 @@ CORRECTION_NAMES = {
 }
 
 
-def _cell(d, points: bool) -> str:
+def glance_cell(d, points: bool) -> str:
     """A glance cell: the mean difference; bold with a mark where decided; else what would decide it."""
     text = _signed(d.mean, points)
     if d.decided:
@@ -118,7 +118,7 @@ def verdicts_glance_md(study) -> list[str]:
                 if d is None:
                     cells.append("-")
                     continue
-                text = _cell(d, m in FRACTIONS)
+                text = glance_cell(d, m in FRACTIONS)
                 if d.decided:
                     sign = BETTER.get(m, 0) * (1 if d.mean > 0 else -1)
                     text += {1: " ✓", -1: " ✗"}.get(sign, "")
