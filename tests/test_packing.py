@@ -253,3 +253,15 @@ def test_a_failing_run_does_not_stop_its_packed_neighbours(tmp_path, start_cli):
     assert "1 run(s) failed" in out and "#1 failed" in out
     statuses = {m["data"]: m["status"] for m in (json.loads(p.read_text()) for p in sweep.glob("*/metrics.json"))}
     assert statuses == {"shapes10": "ok", "cifar10": "failed"}
+
+
+def test_only_the_invocation_registers_the_sweep_a_launcher_reports_to():
+    from stridelab.training.lifecycle import SweepOutcome
+
+    before = SweepOutcome.current
+    try:
+        mine = SweepOutcome.begin()
+        SweepOutcome()  # e.g. the module-level SWEEP of a second copy of stridelab.train, imported later
+        assert SweepOutcome.current is mine
+    finally:
+        SweepOutcome.current = before

@@ -197,7 +197,7 @@ def task(cfg: DictConfig):
 def main() -> None:
     """``python -m stridelab.train``: the Hydra app, then the exit status of what its runs did."""
     global SWEEP
-    SWEEP = SweepOutcome()
+    SWEEP = SweepOutcome.begin()
     os.environ[SWEPT_ENV] = ",".join(swept_keys(sys.argv[1:]))  # job folders: named by these
     try:  # a signal between runs: the job in progress ends, no other starts (and joblib's workers stop)
         with StopSignals(None, on_first=SWEEP.stop_later):

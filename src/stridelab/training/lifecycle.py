@@ -135,10 +135,17 @@ class SweepOutcome:
     skipped as finished); 1 a multirun had failed runs; 2 a single run failed; 128 + N a signal N
     stopped it. A diverged run counts as a failed one."""
 
-    current: SweepOutcome | None = None  # the newest: this process's sweep, which a launcher reports to
+    current: SweepOutcome | None = None  # this invocation's (begin()): the one a launcher in it reports to
+
+    @classmethod
+    def begin(cls) -> SweepOutcome:
+        """A new outcome for this invocation of ``stridelab.train``, registered as :attr:`current`. Set
+        here, not on every construction: a second copy of the module imported later (``python -m``
+        runs it as ``__main__``) must not take over the sweep a launcher reports to."""
+        cls.current = cls()
+        return cls.current
 
     def __init__(self) -> None:
-        SweepOutcome.current = self
         self.finished: list[str] = []  # trained here, or found finished
         self.failed: list[str] = []
         self.diverged: list[str] = []  # failed with a diverged loss (their own list: a learning rate to lower)
